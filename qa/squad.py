@@ -1,0 +1,228 @@
+"""SQuAD v2.0 data, the official EM/F1 metrics, reader-only prediction and threshold choice.
+
+The metric functions follow the official SQuAD v2.0 evaluation script: answers are
+normalised (lower case, no punctuation, no articles, single spaces), EM and F1 take the
+maximum over the gold answers, and "" stands for "no answer".
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qa.errors import InputError
+
+if TYPE_CHECKING:
+    from qa.reader import Reader
+
+
+@dataclass(frozen=True)
+class SquadExample:
+    id: str
+    title: str
+    question: str
+    context: str
+    answers: list[str] = field(default_factory=list)  # empty when unanswerable
+    answer_starts: list[int] = field(default_factory=list)
+
+
+def load_squad(path: str | Path, titles: Iterable[str] | None = None) -> list[SquadExample]:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"SQuAD file {path} does not exist; pass a SQuAD v2.0 JSON file") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as SQuAD JSON ({exc}); pass a SQuAD v2.0 JSON file") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+        raise InputError(f"{path} has no 'data' list; pass a SQuAD v2.0 JSON file")
+    wanted = set(titles) if titles is not None else None
+    examples = []
+    for article in raw["data"]:
+        title = article.get("title", "")
+        if wanted is not None and title not in wanted:
+            continue
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                impossible = qa.get("is_impossible", False)
+                answers = [] if impossible else [a["text"] for a in qa.get("answers", [])]
+                starts = [] if impossible else [a["answer_start"] for a in qa.get("answers", [])]
+                examples.append(SquadExample(qa["id"], title, qa["question"], para["context"], answers, starts))
+    return examples
+
+
+def squad_titles(path: str | Path) -> list[str]:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [a.get("title", "") for a in raw["data"]]
+
+
+# --- official metrics -------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def get_tokens(s: str) -> list[str]:
+    return normalize_answer(s).split() if s else []
+
+
+def compute_exact(gold: str, pred: str) -> int:
+    return int(normalize_answer(gold) == normalize_answer(pred))
+
+
+def compute_f1(gold: str, pred: str) -> float:
+    gold_toks, pred_toks = get_tokens(gold), get_tokens(pred)
+    if not gold_toks or not pred_toks:
+        return float(gold_toks == pred_toks)
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_toks), same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(answers: Sequence[str]) -> list[str]:
+    """Gold answers as the official script sees them: no answer is the one gold ""."""
+    real = [a for a in answers if normalize_answer(a)]
+    return real or [""]
+
+
+def score_one(answers: Sequence[str], pred: str) -> tuple[float, float]:
+    golds = gold_answers(answers)
+    return max(compute_exact(g, pred) for g in golds), max(compute_f1(g, pred) for g in golds)
+
+
+def evaluate_predictions(examples: Sequence[SquadExample], preds: dict[str, str]) -> dict[str, float]:
+    """EM/F1 (percent) overall, HasAns and NoAns; a missing prediction counts as ""."""
+    groups: dict[str, list[tuple[float, float]]] = {"all": [], "HasAns": [], "NoAns": []}
+    for ex in examples:
+        em, f1 = score_one(ex.answers, preds.get(ex.id, ""))
+        groups["all"].append((em, f1))
+        groups["HasAns" if gold_answers(ex.answers) != [""] else "NoAns"].append((em, f1))
+    out: dict[str, float] = {}
+    for name, rows in groups.items():
+        prefix = "" if name == "all" else f"{name}_"
+        out[f"{prefix}total"] = len(rows)
+        if rows:
+            out[f"{prefix}exact"] = 100.0 * sum(r[0] for r in rows) / len(rows)
+            out[f"{prefix}f1"] = 100.0 * sum(r[1] for r in rows) / len(rows)
+    return out
+
+
+# --- reader-only prediction ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SquadPrediction:
+    id: str
+    text: str  # best span, even when below the threshold
+    gap: float  # best span's gap (-inf when the context has no candidate)
+
+
+def predict_spans(
+    reader: Reader, examples: Sequence[SquadExample], batch_questions: int = 64, progress: bool = True
+) -> list[SquadPrediction]:
+    """The best span of every question read against its own paragraph (no retrieval)."""
+    from tqdm import tqdm
+
+    out: list[SquadPrediction] = []
+    bar = tqdm(total=len(examples), desc="predict", unit="q", disable=not progress)
+    for i in range(0, len(examples), batch_questions):
+        part = examples[i : i + batch_questions]
+        spans = reader.read([ex.question for ex in part], [ex.context for ex in part], n_best=1)
+        for ex, found in zip(part, spans, strict=True):
+            if found:
+                out.append(SquadPrediction(ex.id, ex.context[found[0].start : found[0].end], found[0].gap))
+            else:
+                out.append(SquadPrediction(ex.id, "", -math.inf))
+        bar.update(len(part))
+    bar.close()
+    return out
+
+
+def apply_threshold(preds: Sequence[SquadPrediction], threshold: float) -> dict[str, str]:
+    return {p.id: p.text if p.gap > threshold else "" for p in preds}
+
+
+def best_threshold(examples: Sequence[SquadExample], preds: Sequence[SquadPrediction]) -> tuple[float, float]:
+    """The null threshold that maximises overall F1, and that F1 (percent).
+
+    Answer when gap > threshold: sweeping the sorted gaps, each step flips one question
+    from "no answer" to its span, so every candidate is scored in one pass.
+    """
+    by_id = {ex.id: ex for ex in examples}
+    rows = []
+    for p in preds:
+        golds = by_id[p.id].answers
+        rows.append((p.gap, score_one(golds, p.text)[1], score_one(golds, "")[1]))
+    rows.sort(key=lambda r: -r[0])
+    total = sum(r[2] for r in rows)  # everything abstains
+    best_total, best_t = total, rows[0][0] + 1.0 if rows else 0.0
+    for j, (gap, f1_span, f1_null) in enumerate(rows):
+        total += f1_span - f1_null
+        next_gap = rows[j + 1][0] if j + 1 < len(rows) else gap - 2.0
+        if total > best_total and math.isfinite(gap):
+            best_total = total
+            best_t = (gap + next_gap) / 2 if math.isfinite(next_gap) else gap - 1.0
+    return best_t, 100.0 * best_total / max(len(rows), 1)
+
+
+def fit_calibration(examples: Sequence[SquadExample], preds: Sequence[SquadPrediction]) -> tuple[float, float]:
+    """Platt scaling: P(span is right) = sigmoid(a * gap + b), fitted by Newton's method.
+
+    "Right" is the span's F1 against the gold (0 for an unanswerable question), so the score
+    reads as how likely the shown span is the answer.
+    """
+    import numpy as np
+
+    by_id = {ex.id: ex for ex in examples}
+    x = np.array([p.gap for p in preds if math.isfinite(p.gap)], dtype=np.float64)
+    y = np.array(
+        [
+            score_one(by_id[p.id].answers, p.text)[1] if by_id[p.id].answers else 0.0
+            for p in preds
+            if math.isfinite(p.gap)
+        ]
+    )
+    if len(x) < 2:
+        return 1.0, 0.0
+    w = np.zeros(2)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - y)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0]), float(w[1])
+
+
+def write_predictions(path: str | Path, preds: dict[str, str]) -> None:
+    Path(path).write_text(json.dumps(preds, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read predictions {path} ({exc}); pass the JSON written by qa squad-predict") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path} is not a {{question_id: answer}} object; pass the JSON written by qa squad-predict")
+    return {str(k): str(v) for k, v in raw.items()}

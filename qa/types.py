@@ -1,0 +1,114 @@
+"""The plain types carried through the pipeline: documents, chunks, passages, answers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """An article exactly as read (UTF-8, nothing normalised): citations index into `text`."""
+
+    doc_id: str
+    path: str
+    text: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A window of a document; invariant: `text == document.text[start:end]`."""
+
+    doc_id: str
+    chunk_id: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A chunk retrieved for a question, with its retrieval score (higher is closer)."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An exact span: `document.text[start:end] == text`, end exclusive, score in 0..1."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    doc_id: str
+    chunk_id: int
+    sentence: str
+    sentence_start: int
+    sentence_end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the assistant says to one question: answers (best first) or an abstention."""
+
+    question: str
+    answers: list[Answer] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    # The best span found even when it was not sure enough to answer (for inspection only).
+    closest: Answer | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def answer(self) -> Answer | None:
+        return self.answers[0] if self.answers else None
+
+    @property
+    def abstained(self) -> bool:
+        return self.error is None and not self.answers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "abstained": self.abstained,
+            "answers": [a.to_dict() for a in self.answers],
+            "passages": [
+                {
+                    "doc_id": p.chunk.doc_id,
+                    "chunk_id": p.chunk.chunk_id,
+                    "start": p.chunk.start,
+                    "end": p.chunk.end,
+                    "score": p.score,
+                    "rank": p.rank,
+                    "text": p.chunk.text,
+                }
+                for p in self.passages
+            ],
+            "error": self.error,
+        }
+
+    def to_record(self, record_id: Any) -> dict[str, Any]:
+        """One flat batch-output record (the columns of `qa batch`)."""
+        a = self.answer
+        return {
+            "id": record_id,
+            "question": self.question,
+            "answer": a.text if a else None,
+            "start": a.start if a else None,
+            "end": a.end if a else None,
+            "score": round(a.score, 4) if a else None,
+            "doc_id": a.doc_id if a else None,
+            "chunk_id": a.chunk_id if a else None,
+            "sentence": a.sentence if a else None,
+            "error": self.error,
+        }
+
+
+RECORD_FIELDS = ("id", "question", "answer", "start", "end", "score", "doc_id", "chunk_id", "sentence", "error")
