@@ -88,9 +88,10 @@ def chunk_text(
         chunks.append(Chunk(doc_id, len(chunks), start, end, text[start:end]))
         if j + 1 >= len(pieces):
             break
-        # Next window starts at the earliest piece that still ends within the overlap.
+        # The next window reaches back over whole pieces that fit in the overlap, but never so
+        # far that it could not also take the next new piece (it must move forward).
         nxt = j + 1
-        while nxt - 1 > i and end - pieces[nxt - 1][0] <= overlap:
+        while nxt - 1 > i and end - pieces[nxt - 1][0] <= overlap and pieces[j + 1][1] - pieces[nxt - 1][0] <= size:
             nxt -= 1
         i = nxt
     return chunks

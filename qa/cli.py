@@ -97,7 +97,17 @@ def make_assistant(opts: dict[str, Any]) -> Any:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class QAGroup(click.Group):
+    """Turns the library's QAError into click's one-line "Error: ..." with exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QAError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="article-qa")
 def cli() -> None:
     """Ask questions about plain-text articles and get exact, cited answer spans."""
@@ -227,6 +237,42 @@ def batch_cmd(
     )
 
 
+@cli.command("eval")
+@click.argument("gold_path", metavar="GOLD.jsonl", type=click.Path(dir_okay=False))
+@click.option(
+    "--report", "report_path", default=None, type=click.Path(dir_okay=False), help="Write one JSONL record a question."
+)
+@click.option("--compare", is_flag=True, help="Run dense, bm25 and hybrid retrieval; one table row each.")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers per question.")
+@assistant_options
+def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int, **opts: Any) -> None:
+    """Score answers against GOLD.jsonl: EM/F1, abstention, citations, retrieval recall, latency.
+
+    Each line of GOLD.jsonl is {"id", "question", "answers": [acceptable answers]}; an empty
+    list means the articles do not answer it.
+    Example: qa eval eval/gold.jsonl --compare --report misses.jsonl
+    """
+    from qa.assistant import DEFAULT_RETRIEVAL
+    from qa.evaluate import describe, format_table, load_gold, run_compare, summarize, write_report
+    from qa.retrieval import METHODS
+
+    gold = load_gold(gold_path)  # before loading any model, so a bad file fails fast
+    assistant = make_assistant(opts)
+    methods = list(METHODS) if compare else [assistant.retrieval]
+    runs = run_compare(assistant, gold, methods, top_k=top_k, progress=True, log=_err if compare else None)
+    summaries = [(m, summarize(records, assistant.passages)) for m, records in runs]
+    if report_path is not None:
+        write_report(report_path, [{"retrieval": m, **r.to_report()} for m, records in runs for r in records])
+        _err(f"Wrote {sum(len(r) for _, r in runs)} records to {report_path}.")
+    click.echo(describe(summaries[0][1]))
+    click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
+    if compare:
+        click.echo(f"* the default retrieval; reader {assistant.reader.model_name}, {assistant.passages} passages")
+    for m, s in summaries:
+        if s.citations is not None and s.citations < 1.0:
+            _err(f"Warning: {m}: some cited spans do not match the document text; see --report (citations_exact).")
+
+
 @cli.command("squad-predict")
 @click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions JSON.")
@@ -327,20 +373,8 @@ def train_reader_cmd(**opts: object) -> None:
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except QAError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
+        cli.main(prog_name="qa")
+    except BrokenPipeError:  # e.g. `qa batch ... | head`
         sys.exit(0)
 
 

