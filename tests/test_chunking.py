@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +37,7 @@ def check_invariants(text: str, size: int, overlap: int) -> None:
         assert c.text == text[c.start : c.end]
         assert len(c.text) <= size
         assert not c.text[0].isspace() and not c.text[-1].isspace()
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.start < b.start and a.end < b.end, "chunks move forward"
         assert b.start <= a.end or text[a.end : b.start].strip() == "", "no text is skipped between chunks"
     # Every non-space character lies in some chunk.
@@ -88,7 +90,7 @@ def test_curly_quotes_and_crlf_are_kept(article_text: str) -> None:
 def test_consecutive_chunks_overlap_by_whole_sentences(article_text: str) -> None:
     chunks = chunk_text(article_text, "d", 600, 200)
     assert len(chunks) > 1
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end, "consecutive chunks share text"
     sentence_starts = {s for s, _ in sentence_spans(article_text)}
     assert all(c.start in sentence_starts for c in chunks), "chunks start at sentence starts"

@@ -121,10 +121,10 @@ def test_corrupt_index_files_give_one_clear_error(tmp_path: Path, embedder: Embe
     assert manifest is not None
     vectors = tmp_path / "index" / manifest.generation / "vectors.faiss"
     vectors.write_bytes(vectors.read_bytes()[:20])
-    with pytest.raises(IndexStoreError, match="corrupt.*qa index --force"):
+    with pytest.raises(IndexStoreError, match=r"corrupt.*qa index --force"):
         load_index(tmp_path / "index", manifest)
     (tmp_path / "index" / MANIFEST).write_text("{not json")
-    with pytest.raises(IndexStoreError, match="manifest.*corrupt"):
+    with pytest.raises(IndexStoreError, match=r"manifest.*corrupt"):
         read_manifest(tmp_path / "index")
     (tmp_path / "index" / MANIFEST).write_text(json.dumps({"unexpected": 1}))
     with pytest.raises(IndexStoreError):
