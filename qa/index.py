@@ -149,6 +149,7 @@ def build_index(
         folder.mkdir(parents=True, exist_ok=True)
         old = read_manifest_quietly(folder)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        staging.chmod(0o755)  # mkdtemp makes it private; the index is as shareable as the repo
         with (staging / "chunks.jsonl").open("w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
@@ -176,6 +177,7 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

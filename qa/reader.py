@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,19 +101,27 @@ class Reader:
     """Loads the QA model once; `read` scores spans for many (question, passage) pairs at once."""
 
     def __init__(self, model: str | None = None, *, batch_size: int = 32, device: str | None = None) -> None:
-        self.model_name = resolve_reader_model(model)
+        self._requested = model
         self.batch_size = batch_size
         self._device = device
         self._model: Any = None
         self._tokenizer: Any = None
-        self.settings = ReaderSettings.load(self.model_name) if Path(self.model_name).is_dir() else ReaderSettings()
+
+    @cached_property
+    def model_name(self) -> str:
+        """Resolved on first use, so commands that never read (qa index) need no reader."""
+        return resolve_reader_model(self._requested)
+
+    @cached_property
+    def settings(self) -> ReaderSettings:
+        return ReaderSettings.load(self.model_name) if Path(self.model_name).is_dir() else ReaderSettings()
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, settings: ReaderSettings, device: str) -> Reader:
         """Wrap an already loaded model (used while training to validate each epoch)."""
-        reader = cls.__new__(cls)
-        reader.model_name, reader.batch_size, reader._device = "<in memory>", 32, device
-        reader._model, reader._tokenizer, reader.settings = model, tokenizer, settings
+        reader = cls(batch_size=32, device=device)
+        reader.__dict__.update(model_name="<in memory>", settings=settings)
+        reader._model, reader._tokenizer = model, tokenizer
         return reader
 
     def warm_up(self) -> None:
