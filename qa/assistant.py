@@ -179,6 +179,7 @@ class Assistant:
     def _answer(self, questions: list[str], top_k: int, doc_id: str | None) -> list[Result]:
         if doc_id is not None and doc_id not in self.documents:
             raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(self.documents))}")
+        self.warm_up()  # so that `seconds` measures answering, not the first-use loading
         started = time.perf_counter()
         depth = len(self.index.chunks) if doc_id is not None else self.passages
         found = self.retriever.retrieve(questions, depth)

@@ -250,6 +250,7 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
 
     Each line of GOLD.jsonl is {"id", "question", "answers": [acceptable answers]}; an empty
     list means the articles do not answer it.
+
     Example: qa eval eval/gold.jsonl --compare --report misses.jsonl
     """
     from qa.assistant import DEFAULT_RETRIEVAL
@@ -266,11 +267,43 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
         _err(f"Wrote {sum(len(r) for _, r in runs)} records to {report_path}.")
     click.echo(describe(summaries[0][1]))
     click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
-    if compare:
-        click.echo(f"* the default retrieval; reader {assistant.reader.model_name}, {assistant.passages} passages")
+    note = "; * marks the default retrieval" if compare else ""
+    n = assistant.passages
+    click.echo(f"reader {assistant.reader.model_name}, {n} passage{'s' if n != 1 else ''} read a question{note}")
     for m, s in summaries:
         if s.citations is not None and s.citations < 1.0:
             _err(f"Warning: {m}: some cited spans do not match the document text; see --report (citations_exact).")
+
+
+@cli.command("serve")
+@click.option(
+    "--host",
+    envvar="QA_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on [env QA_HOST]; 0.0.0.0 opens the page to other machines.",
+)
+@click.option(
+    "--port",
+    envvar="QA_PORT",
+    default=7860,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on [env QA_PORT].",
+)
+@assistant_options
+def serve_cmd(host: str, port: int, **opts: Any) -> None:
+    """Serve the web page: ask questions, read cited answers and batch files in a browser.
+
+    Models load once, at start. Example: qa serve, then open http://127.0.0.1:7860
+    """
+    try:
+        from qa.web import serve  # Gradio is slow to import: only this command pays for it
+    except ImportError as exc:
+        if not (exc.name or "").startswith("gradio"):
+            raise
+        raise click.ClickException(f"qa serve needs Gradio ({exc}); install it with: pip install gradio") from exc
+    serve(make_assistant(opts), host, port)
 
 
 @cli.command("squad-predict")

@@ -1,0 +1,209 @@
+"""The page in a real headless browser: Debian's chromium, driven by Playwright.
+
+The server runs in this process over the session's assistant (models load once), launched by
+`qa.web.serve` itself. Set QA_SCREENSHOT=docs/screenshot.png to save the page after an answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.batch import answer_items, parse_questions
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ANSWERABLE = "Who devised the process to evaluate requests for long-range missile strikes?"
+ANOTHER = "Where did Trump meet Putin on August 15th?"
+UNANSWERABLE = "Who won the 2018 FIFA World Cup?"
+# Flags that keep Chromium from reaching out to anything: only the local page is loaded.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000
+
+# The article as the page shows it: the text of every token in order, a newline for each
+# line break, and the character ranges of the highlighted tokens.
+READ_ARTICLE = """() => {
+  let text = "";
+  const highlighted = [];
+  for (const node of document.querySelectorAll("#article .text, #article .line-break")) {
+    if (node.classList.contains("line-break")) { text += "\\n"; continue; }
+    if (node.closest(".token").classList.contains("highlighted")) {
+      highlighted.push([text.length, text.length + node.textContent.length]);
+    }
+    text += node.textContent;
+  }
+  return {text, highlighted};
+}"""
+
+STATUS_SAYS = """(want) => {
+  const status = document.querySelector("#status [data-testid=markdown]");
+  return status !== null && status.innerText.includes(want);
+}"""
+
+READ_TABLE = """() => {
+  const rows = {};
+  for (const cell of document.querySelectorAll("#batch-table [role=gridcell][data-row]")) {
+    (rows[cell.dataset.row] ||= [])[Number(cell.dataset.col)] = cell.innerText.trim();
+  }
+  return Object.keys(rows).sort((a, b) => a - b).map((k) => rows[k]);
+}"""
+
+
+def chromium_path() -> str:
+    path = os.environ.get("QA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            "Chromium is not installed: install Debian's package with `apt-get install -y chromium` "
+            "(CI's .ci/run does; Playwright's own browser downloads do not work here), "
+            "or point QA_CHROMIUM at a chromium binary",
+            pytrace=False,
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(assistant: Any) -> Iterator[str]:
+    from qa import web
+
+    port = free_port()
+    app = web.serve(assistant, "127.0.0.1", port, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(
+            "Playwright is not installed: pip install playwright (do not run `playwright install`; "
+            "the tests drive Debian's chromium)",
+            pytrace=False,
+        )
+    executable = chromium_path()
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 1300})
+    p = context.new_page()
+    p.set_default_timeout(TIMEOUT_MS)
+    p.goto(server)
+    p.wait_for_selector("#question input")
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def ask(page: Any, question: str, expect: str) -> str:
+    """Type a question, press Enter, wait until the status says `expect`; returns the status text."""
+    box = page.locator("#question input")
+    box.fill(question)
+    box.press("Enter")
+    page.wait_for_function(STATUS_SAYS, arg=expect)
+    return page.locator("#status [data-testid=markdown]").inner_text()
+
+
+def test_enter_answers_and_highlights_exactly_the_answer(page: Any, assistant: Any) -> None:
+    expected = assistant.ask(ANSWERABLE).answer
+    assert expected is not None, "the reader should answer this question from the article"
+    status = ask(page, ANSWERABLE, expected.text)
+    assert status.splitlines()[0].strip() == expected.text
+    assert "confidence" in status
+    page.wait_for_selector("#article .token.highlighted .text")
+    shown = page.evaluate(READ_ARTICLE)
+    document = assistant.documents[expected.doc_id].text
+    assert shown["text"] == document, "the page shows the article exactly as it is"
+    assert shown["highlighted"] == [[expected.start, expected.end]]
+    start, end = shown["highlighted"][0]
+    assert shown["text"][start:end] == expected.text
+    assert page.locator("#article .token.highlighted .text").inner_text().strip() == expected.text
+    citation = page.locator("#citation").inner_text()
+    assert f"characters {expected.start}-{expected.end}" in citation
+    assert f"chunk {expected.chunk_id}" in citation and expected.doc_id in citation
+    if os.environ.get("QA_SCREENSHOT"):
+        page.screenshot(path=os.environ["QA_SCREENSHOT"], full_page=True)
+
+
+def test_unanswerable_question_abstains_without_highlight(page: Any) -> None:
+    status = ask(page, UNANSWERABLE, "does not say")
+    assert "does not say" in status
+    page.wait_for_selector("#article .text")
+    assert page.locator("#article .token.highlighted").count() == 0
+    # The closest passages are open without a click.
+    page.wait_for_selector("#passages [data-testid=markdown]")
+    assert "score" in page.locator("#passages").inner_text()
+
+
+def test_bad_input_shows_a_message_and_the_page_keeps_working(page: Any, assistant: Any) -> None:
+    status = ask(page, "", "the question is empty")
+    assert "Cannot answer" in status
+    status = ask(page, "why " * 200, "characters long")
+    assert "Cannot answer" in status
+    expected = assistant.ask(ANSWERABLE).answer
+    assert expected is not None
+    ask(page, ANSWERABLE, expected.text)
+    assert "Traceback" not in page.content()
+
+
+def test_batch_upload_answers_every_row(page: Any, assistant: Any, tmp_path: Path) -> None:
+    page.get_by_role("tab", name="Batch").click()
+    upload = page.locator("#upload input[type=file]")
+
+    bad = tmp_path / "questions.pdf"
+    bad.write_text("%PDF-1.4", encoding="utf-8")
+    upload.set_input_files(str(bad))
+    page.wait_for_selector("#upload [aria-label='questions.pdf']")
+    page.locator("#batch-button").click()
+    page.wait_for_selector("#batch-status :text('is not a CSV, JSONL or TXT file')")
+    page.locator("#upload button[aria-label='Clear']").first.click()
+
+    text = f"{ANSWERABLE}\n{UNANSWERABLE}\n{ANOTHER}\n"
+    good = tmp_path / "questions.txt"
+    good.write_text(text, encoding="utf-8")
+    upload.set_input_files(str(good))
+    page.wait_for_selector("#upload [aria-label='questions.txt']")
+    page.locator("#batch-button").click()
+    page.wait_for_selector("#batch-status :text('3 questions')")
+    expected = answer_items(assistant, parse_questions(text, "txt"))
+    rows = page.evaluate(READ_TABLE)
+    assert len(rows) == 3
+    for row, record in zip(rows, expected, strict=True):
+        assert row[0] == str(record["id"]) and row[1] == record["question"]
+        assert row[2] == (record["answer"] or "")
+        assert row[-1] == "", f"row {row[0]} has an error: {row[-1]}"
+    assert any(r["answer"] for r in expected), "at least one question should be answered"
+    downloads = page.locator("#downloads").inner_text()
+    assert "questions-answers" in downloads and ".csv" in downloads and ".jsonl" in downloads

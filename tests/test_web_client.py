@@ -1,0 +1,169 @@
+"""gradio_client against a real `qa serve` process: the named endpoints /ask and /batch.
+
+The server is started the way a user starts it (the `qa serve` command, in a subprocess, on
+a free port) and its answers are compared with the CLI's over the same articles and index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ANSWERABLE = "Who devised the process to evaluate requests for long-range missile strikes?"
+UNANSWERABLE = "Who won the 2018 FIFA World Cup?"
+QUESTIONS = [
+    ANSWERABLE,
+    UNANSWERABLE,
+    "Where did Trump meet Putin on August 15th?",
+    "Who holds the ultimate authority on deploying ATACMS?",
+]
+START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 6 places: the server and the CLI compute the same numbers in different processes."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def qa(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "qa.cli", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def served(seeds_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """(url, the --seeds/--index-dir options) of a `qa serve` running in a subprocess."""
+    place = ["--seeds", str(seeds_copy), "--index-dir", str(tmp_path_factory.mktemp("serve-index"))]
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qa.cli", "serve", "--port", str(port), *place],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"qa serve exited with {proc.returncode}:\n{log.read_text(encoding='utf-8')}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"qa serve did not start in {START_TIMEOUT_S}s:\n{log.read_text(encoding='utf-8')}")
+            time.sleep(0.5)
+        yield url, place
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[str, list[str]]) -> Any:
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False)
+
+
+def test_the_named_endpoints_are_listed(client: Any) -> None:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/ask", "/batch"} <= set(endpoints)
+
+
+def test_ask_is_the_same_as_qa_ask_json(client: Any, served: tuple[str, list[str]]) -> None:
+    _, place = served
+    api = client.predict(ANSWERABLE, 2, None, api_name="/ask")
+    cli = json.loads(qa("ask", ANSWERABLE, "--json", "--top-k", "2", *place))  # one CLI run: models load each time
+    assert rounded(api) == rounded(cli)
+    assert api["answers"] and "Colby" in api["answers"][0]["text"]
+
+
+def test_ask_abstains(client: Any) -> None:
+    api = client.predict(UNANSWERABLE, api_name="/ask")
+    assert api["abstained"] is True and api["answers"] == [] and api["passages"]
+
+
+def test_ask_bad_input_is_a_one_line_error(client: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="the question is empty"):
+        client.predict("   ", 1, None, api_name="/ask")
+    with pytest.raises(AppError, match=r"no article 'missing\.txt'"):
+        client.predict(ANSWERABLE, 1, "missing.txt", api_name="/ask")
+    assert client.predict(ANSWERABLE, api_name="/ask")["question"] == ANSWERABLE  # still serving
+
+
+def test_several_people_at_once_each_get_their_own_answer(client: Any, served: tuple[str, list[str]]) -> None:
+    from gradio_client import Client
+
+    one_by_one = [client.predict(q, 1, None, api_name="/ask") for q in QUESTIONS]
+    others = [Client(served[0], verbose=False) for _ in range(2)]
+    jobs = [(c, q) for q in QUESTIONS for c in (client, *others)]
+    submitted = [c.submit(q, 1, None, api_name="/ask") for c, q in jobs]
+    results = [job.result(timeout=180) for job in submitted]
+    expected = [one_by_one[QUESTIONS.index(q)] for _, q in jobs]
+    assert rounded(results) == rounded(expected)
+
+
+def test_batch_is_the_same_as_qa_batch(client: Any, served: tuple[str, list[str]], tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    _, place = served
+    path = tmp_path / "questions.jsonl"
+    lines = [json.dumps({"id": f"q{i}", "question": q}) for i, q in enumerate(QUESTIONS, 1)] + ["{not json"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = client.predict(handle_file(str(path)), 1, None, api_name="/batch")
+    cli = [json.loads(line) for line in qa("batch", str(path), *place).splitlines()]
+    assert rounded(records) == rounded(cli)
+    assert [r["id"] for r in records] == ["q1", "q2", "q3", "q4", 5]
+    assert "not valid JSON" in records[-1]["error"]
+
+
+def test_batch_reads_only_uploaded_files(served: tuple[str, list[str]], tmp_path: Path) -> None:
+    # Raw HTTP: gradio_client would upload a local path itself, which is the client's own right.
+    import httpx
+
+    url = served[0]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a line that must not leave the server\n", encoding="utf-8")
+    for file in ({"path": str(secret)}, str(secret)):
+        posted = httpx.post(f"{url}gradio_api/call/batch", json={"data": [file, 1, None]}, timeout=30)
+        posted.raise_for_status()
+        events = httpx.get(f"{url}gradio_api/call/batch/{posted.json()['event_id']}", timeout=60).text
+        assert "not uploaded" in events and "must not leave" not in events
