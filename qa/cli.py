@@ -7,7 +7,9 @@ to stderr. Every option that names a folder or model also reads an environment v
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -405,10 +407,19 @@ def train_reader_cmd(**opts: object) -> None:
 
 
 def main() -> None:
+    code = 0
     try:
-        cli.main(prog_name="qa")
+        cli.main(prog_name="qa", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BrokenPipeError:  # e.g. `qa batch ... | head`
-        sys.exit(0)
+        code = 0
+    # Tearing down torch, transformers and friends takes over a second and does nothing useful
+    # for a finished command (files are closed by then), so leave at once after flushing.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ DEFAULT_READER_MODEL = "shipped"
 
 EMBED_MODEL_ENV = "QA_EMBED_MODEL"
 READER_MODEL_ENV = "QA_READER_MODEL"
+READER_DTYPE_ENV = "QA_READER_DTYPE"
 
 
 def embed_model_name(name: str | None = None) -> str:
@@ -106,3 +107,26 @@ def quiet_hf() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slower."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+
+
+def reader_dtype(device: str) -> str:
+    """float32, or bfloat16 on CPUs with native bf16 (about 1.7x faster reads; same answers on
+    our checks, see the model card). QA_READER_DTYPE=float32|bfloat16 overrides."""
+    wanted = os.environ.get(READER_DTYPE_ENV, "auto").strip().lower()
+    if wanted in {"float32", "fp32"}:
+        return "float32"
+    if wanted in {"bfloat16", "bf16"}:
+        return "bfloat16"
+    if wanted != "auto":
+        raise ModelError(f"{READER_DTYPE_ENV} must be auto, float32 or bfloat16, got {wanted!r}")
+    return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import ModelError
-from qa.models import READER_MODEL_ENV, model_load_error, quiet_hf, resolve_reader_model
+from qa.models import READER_MODEL_ENV, model_load_error, quiet_hf, reader_dtype, resolve_reader_model
 
 if TYPE_CHECKING:
     import torch
@@ -106,6 +106,7 @@ class Reader:
         self._device = device
         self._model: Any = None
         self._tokenizer: Any = None
+        self.dtype = "float32"
 
     @cached_property
     def model_name(self) -> str:
@@ -139,7 +140,8 @@ class Reader:
         if not getattr(self._tokenizer, "is_fast", False):
             raise ModelError(f"reader {self.model_name} has no fast tokenizer; character offsets need one")
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model = model.to(device).eval()
+        self.dtype = reader_dtype(device)
+        self._model = model.to(device, dtype=getattr(torch, self.dtype)).eval()
         self._device = device
 
     @property

@@ -144,7 +144,7 @@ def train_reader(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
 
-    from qa.models import resolve_base_encoder
+    from qa.models import cpu_has_bf16, resolve_base_encoder
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -156,7 +156,7 @@ def train_reader(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     model.to(device)
     use_bf16 = cfg.bf16
     if use_bf16 is None:
-        use_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else _cpu_has_bf16()
+        use_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
 
     feats = training_features(tokenizer, train, cfg.max_length, cfg.stride)
     lengths = [len(ids) for ids in feats["input_ids"]]
@@ -260,11 +260,3 @@ def save_reader(
     tmp = out_dir / (READER_CONFIG + ".tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out_dir / READER_CONFIG)
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
