@@ -308,12 +308,27 @@ def serve_cmd(host: str, port: int, **opts: Any) -> None:
     serve(make_assistant(opts), host, port)
 
 
+def articles_option(f: Callable) -> Callable:
+    return click.option(
+        "--articles",
+        default=None,
+        help="Only these article titles, comma-separated (e.g. the reader's validation articles).",
+    )(f)
+
+
+def split_titles(articles: str | None) -> list[str] | None:
+    return [t.strip() for t in articles.split(",") if t.strip()] if articles else None
+
+
 @cli.command("squad-predict")
 @click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions JSON.")
 @reader_option
 @click.option("--threshold", default=None, type=float, help="Null threshold [default: the one stored with the model].")
-def squad_predict_cmd(input_path: str, out_path: str, reader_model: str | None, threshold: float | None) -> None:
+@articles_option
+def squad_predict_cmd(
+    input_path: str, out_path: str, reader_model: str | None, threshold: float | None, articles: str | None
+) -> None:
     """Answer every question of a SQuAD v2.0 file from its own paragraph (reader only).
 
     Writes {question_id: answer, or "" for no answer}.
@@ -324,7 +339,7 @@ def squad_predict_cmd(input_path: str, out_path: str, reader_model: str | None, 
     from qa.reader import Reader
     from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
 
-    examples = load_squad(input_path)
+    examples = load_squad(input_path, titles=split_titles(articles))
     reader = Reader(reader_model)
     reader.warm_up()
     started = time.perf_counter()
@@ -342,14 +357,15 @@ def squad_predict_cmd(input_path: str, out_path: str, reader_model: str | None, 
 @click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
 @click.argument("predictions", metavar="PREDICTIONS.json", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def squad_eval_cmd(input_path: str, predictions: str, as_json: bool) -> None:
+@articles_option
+def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: str | None) -> None:
     """EM and F1 of PREDICTIONS against a SQuAD v2.0 file, as the official script computes them.
 
     Example: qa squad-eval dev.json predictions.json
     """
     from qa.squad import evaluate_predictions, load_squad, read_predictions
 
-    examples = load_squad(input_path)
+    examples = load_squad(input_path, titles=split_titles(articles))
     scores = evaluate_predictions(examples, read_predictions(predictions))
     if as_json:
         click.echo(json.dumps(scores, indent=2))

@@ -44,6 +44,10 @@ def load_squad(path: str | Path, titles: Iterable[str] | None = None) -> list[Sq
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise InputError(f"{path} has no 'data' list; pass a SQuAD v2.0 JSON file")
     wanted = set(titles) if titles is not None else None
+    if wanted is not None:
+        missing = wanted - {a.get("title", "") for a in raw["data"]}
+        if missing:
+            raise InputError(f"no article titled {', '.join(sorted(missing))} in {path}; check --articles")
     examples = []
     for article in raw["data"]:
         title = article.get("title", "")
