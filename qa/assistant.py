@@ -24,7 +24,7 @@ from qa.retrieval import METHODS, Retriever
 from qa.types import Answer, Document, Passage, Result
 
 MAX_QUESTION_CHARS = 500
-DEFAULT_PASSAGES = 4
+DEFAULT_PASSAGES = 3
 DEFAULT_RETRIEVAL = "hybrid"
 
 
@@ -136,7 +136,7 @@ class Assistant:
     def warm_up(self) -> Assistant:
         """Load articles, index and both models now rather than on the first question."""
         _ = self.index
-        self.embedder.warm_up()
+        self.embedder.warm_up_queries()
         self.reader.warm_up()
         return self
 

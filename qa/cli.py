@@ -73,7 +73,7 @@ def assistant_options(f: Callable) -> Callable:
         envvar="QA_PASSAGES",
         default=None,
         type=click.IntRange(min=1),
-        help="Chunks read per question [env QA_PASSAGES; default 4].",
+        help="Chunks read per question [env QA_PASSAGES; default 3].",
     )(f)
     f = click.option(
         "--retrieval",

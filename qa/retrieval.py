@@ -47,7 +47,7 @@ class Retriever:
         return self._bm25
 
     def dense(self, questions: list[str], k: int) -> list[list[tuple[int, float]]]:
-        return self.index.search(self.embedder.encode(questions), k)
+        return self.index.search(self.embedder.encode_queries(questions), k)
 
     def bm25(self, questions: list[str], k: int) -> list[list[tuple[int, float]]]:
         model = self._bm25_index()
