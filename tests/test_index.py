@@ -152,3 +152,13 @@ def test_documents_are_read_exactly(tmp_path: Path) -> None:
     (tmp_path / "ignored.pdf").write_bytes(b"%PDF")
     (doc,) = load_documents(tmp_path)
     assert doc.text == raw and doc.doc_id == "a.txt"
+
+
+def test_query_vectors_equal_sentence_transformers_vectors(embedder: Embedder) -> None:
+    """The light query path must give the vectors the index was built with (else retrieval drifts)."""
+    fresh = Embedder()  # nothing loaded: takes the path without sentence-transformers
+    questions = ["Who devised the process?", "x", "What’s going on with “quotes”? " * 80]
+    light = fresh.encode_queries(questions)
+    assert fresh._model is None, "the query path must not load sentence-transformers"
+    assert np.abs(light - embedder.encode(questions)).max() < 1e-5
+    assert np.allclose(np.linalg.norm(light, axis=1), 1.0, atol=1e-5)
