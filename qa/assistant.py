@@ -153,7 +153,7 @@ class Assistant:
         top_k: int = 1,
         doc_id: str | None = None,
         progress: bool = False,
-        batch_size: int = 16,
+        batch_size: int = 64,
     ) -> list[Result]:
         """Answer many questions in input order; a bad question gets a Result with `error` set."""
         from tqdm import tqdm

@@ -50,8 +50,9 @@ class Embedder:
         return self.encode(texts)
 
     def warm_up_queries(self) -> None:
-        """Load what `encode_queries` uses, once."""
-        self.encode_queries(["warm up"])
+        """Load what `encode_queries` uses, once (cheap when already loaded: called per question)."""
+        if self._model is None and self._plain is None:
+            self.encode_queries(["warm up"])
 
     def _mean_pooled(self, texts: list[str], max_seq_length: int) -> np.ndarray:
         import numpy as np

@@ -100,7 +100,7 @@ def pad_batch(encoding: Any, idx: list[int], pad_id: int) -> dict[str, torch.Ten
 class Reader:
     """Loads the QA model once; `read` scores spans for many (question, passage) pairs at once."""
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 32, device: str | None = None) -> None:
+    def __init__(self, model: str | None = None, *, batch_size: int = 16, device: str | None = None) -> None:
         self._requested = model
         self.batch_size = batch_size
         self._device = device
