@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from qa.documents import read_text_file
 from qa.errors import InputError
 from qa.types import RECORD_FIELDS, Result
 
@@ -108,14 +109,7 @@ def read_questions(source: str, fmt: str | None = None, stdin: IO[str] | None = 
         return parse_questions(text, detect_format("-", fmt))
     path = Path(source)
     fmt = detect_format(source, fmt)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise InputError(f"questions file {path} does not exist; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"questions file {path} is not UTF-8; save it as UTF-8") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read questions file {path} ({exc.strerror})") from exc
+    text = read_text_file(path, "questions file", "check the path")
     return parse_questions(text, fmt)
 
 

@@ -55,3 +55,22 @@ def read_document(path: Path, doc_id: str) -> Document:
 def load_documents(folder: str | Path | None = None) -> list[Document]:
     folder = seeds_dir(folder)
     return [read_document(p, p.relative_to(folder).as_posix()) for p in document_paths(folder)]
+
+
+def read_text_file(path: Path, what: str, hint: str) -> str:
+    """A user's input file (questions, gold answers) as text, or one InputError naming the fix.
+
+    `utf-8-sig` drops the byte-order mark spreadsheet programs put in front of CSV files.
+    """
+    from qa.errors import InputError
+
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} {path} does not exist; {hint}") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{path} is a folder; {hint}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path} ({exc.strerror})") from exc

@@ -89,17 +89,10 @@ def parse_gold(text: str, source: str = "the gold file") -> list[GoldItem]:
 
 
 def load_gold(path: str | Path) -> list[GoldItem]:
+    from qa.documents import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"gold file {path} does not exist; pass a .jsonl file of questions and answers") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{path} is a folder; pass a .jsonl file of questions and answers") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"gold file {path} is not UTF-8 text; save it as UTF-8") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read gold file {path} ({exc.strerror})") from exc
+    text = read_text_file(path, "gold file", "pass a .jsonl file of questions and answers")
     return parse_gold(text, source=str(path))
 
 
