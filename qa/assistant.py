@@ -135,7 +135,7 @@ class Assistant:
 
     def warm_up(self) -> Assistant:
         """Load articles, index and both models now rather than on the first question."""
-        _ = self.index
+        self.retriever.warm_up()
         self.embedder.warm_up_queries()
         self.reader.warm_up()
         return self

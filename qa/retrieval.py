@@ -46,6 +46,11 @@ class Retriever:
             self._bm25 = model
         return self._bm25
 
+    def warm_up(self) -> None:
+        """Build the in-memory BM25 index now, not inside the first (possibly concurrent) question."""
+        if self.method != "dense":
+            self._bm25_index()
+
     def dense(self, questions: list[str], k: int) -> list[list[tuple[int, float]]]:
         return self.index.search(self.embedder.encode_queries(questions), k)
 
