@@ -8,6 +8,7 @@ beats the reader's null threshold.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +133,17 @@ class Assistant:
         _ = self.index
         assert self._retriever is not None
         return self._retriever
+
+    def with_retrieval(self, method: str) -> Assistant:
+        """The same articles, index and loaded models, retrieving another way (for comparisons)."""
+        if method not in METHODS:
+            raise InputError(f"retrieval must be one of {', '.join(METHODS)}, got {method!r}")
+        if method == self.retrieval:
+            return self
+        other = copy.copy(self)
+        other.retrieval = method
+        other._retriever = Retriever(self._index, self.embedder, method) if self._index is not None else None
+        return other
 
     def warm_up(self) -> Assistant:
         """Load articles, index and both models now rather than on the first question."""

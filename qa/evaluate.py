@@ -318,27 +318,8 @@ def evaluate(
 
 
 def with_retrieval(assistant: Assistant, method: str) -> Assistant:
-    """The same assistant with another retrieval method, sharing its (already loaded) models."""
-    from qa.assistant import Assistant
-
-    if method == assistant.retrieval:
-        return assistant
-    other = Assistant(
-        assistant.seeds,
-        assistant.index_dir,
-        # The resolved names, so that a model given by option (not environment) is found again.
-        embed_model=assistant.embedder.name,
-        reader_model=assistant.reader.model_name,
-        retrieval=method,
-        passages=assistant.passages,
-        chunk_size=assistant.chunk_size,
-        chunk_overlap=assistant.chunk_overlap,
-        auto_index=assistant.auto_index,
-        log=assistant.log,
-    )
-    other.embedder = assistant.embedder
-    other.reader = assistant.reader
-    return other
+    """The same assistant with another retrieval method, sharing its index and loaded models."""
+    return assistant.with_retrieval(method)
 
 
 def write_report(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -326,6 +326,16 @@ def batch_summary(name: str, records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def read_checked_upload(upload: object, upload_root: Path | None, missing: str) -> tuple[list[Any], str]:
+    """The questions of an uploaded file (page or API) and its name; only files under `upload_root`."""
+    found = upload_path(upload)
+    if found is None:
+        raise InputError(missing)
+    path, name = found
+    check_uploaded(path, upload_root)
+    return read_upload(path, name), name
+
+
 def batch_handler(
     assistant: Assistant,
     upload: object,
@@ -339,12 +349,7 @@ def batch_handler(
     With `upload_root`, only files under it are read (the server passes Gradio's upload folder).
     """
     try:
-        found = upload_path(upload)
-        if found is None:
-            raise InputError("upload a .csv, .jsonl or .txt file of questions first")
-        path, name = found
-        check_uploaded(path, upload_root)
-        items = read_upload(path, name)
+        items, name = read_checked_upload(upload, upload_root, "upload a .csv, .jsonl or .txt file of questions first")
         records = answer_items(assistant, items, top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
         files = write_downloads(records, Path(name).stem, out_dir)
     except QAError as exc:
@@ -375,11 +380,7 @@ def api_batch(
 ) -> list[dict[str, Any]]:
     """`/batch`: one record per question (the columns of `qa batch`), in the file's order."""
     try:
-        found = upload_path(file)
-        if found is None:
-            raise InputError("send a .csv, .jsonl or .txt file of questions")
-        check_uploaded(found[0], upload_root)
-        items = read_upload(*found)
+        items, _ = read_checked_upload(file, upload_root, "send a .csv, .jsonl or .txt file of questions")
         return answer_items(assistant, items, top_k=parse_top_k(top_k, None), doc_id=resolve_doc(doc_id))
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc

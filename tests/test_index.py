@@ -28,6 +28,14 @@ def write(folder: Path, name: str, text: str) -> Path:
     return p
 
 
+def index_one(tmp_path: Path, embedder: Embedder, text: str) -> Path:
+    """seeds/a.txt holding `text`, indexed into tmp_path/index (chunks 300/100)."""
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", text)
+    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    return seeds
+
+
 def test_round_trip(tmp_path: Path, embedder: Embedder, article_text: str) -> None:
     seeds = tmp_path / "seeds"
     write(seeds, "a.txt", article_text)
@@ -54,9 +62,7 @@ def test_round_trip(tmp_path: Path, embedder: Embedder, article_text: str) -> No
 
 
 def test_staleness_names_the_reason(tmp_path: Path, embedder: Embedder) -> None:
-    seeds = tmp_path / "seeds"
-    write(seeds, "a.txt", "First version of the article.")
-    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    seeds = index_one(tmp_path, embedder, "First version of the article.")
     manifest = read_manifest(tmp_path / "index")
     assert manifest is not None
     assert "other" in manifest.staleness(load_documents(seeds), "other", 300, 100)
@@ -94,9 +100,7 @@ def test_crash_mid_write_keeps_the_old_index(
 ) -> None:
     import faiss
 
-    seeds = tmp_path / "seeds"
-    write(seeds, "a.txt", "The old article text.")
-    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    seeds = index_one(tmp_path, embedder, "The old article text.")
     before = (tmp_path / "index" / MANIFEST).read_text()
     write(seeds, "a.txt", "The new article text, never indexed.")
 
@@ -114,9 +118,7 @@ def test_crash_mid_write_keeps_the_old_index(
 
 
 def test_corrupt_index_files_give_one_clear_error(tmp_path: Path, embedder: Embedder) -> None:
-    seeds = tmp_path / "seeds"
-    write(seeds, "a.txt", "Some article. With two sentences.")
-    build_index(tmp_path / "index", load_documents(seeds), embedder, 300, 100, progress=False)
+    index_one(tmp_path, embedder, "Some article. With two sentences.")
     manifest = read_manifest(tmp_path / "index")
     assert manifest is not None
     vectors = tmp_path / "index" / manifest.generation / "vectors.faiss"
