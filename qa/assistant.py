@@ -11,22 +11,26 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from qa.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, sentence_at, sentence_spans
-from qa.documents import load_documents, seeds_dir
+from qa.chunking import sentence_spans
+from qa.decode import decode
+from qa.documents import document_paths, load_documents, seeds_dir
 from qa.embedding import Embedder
-from qa.errors import IndexStoreError, InputError
+from qa.errors import DocumentError, IndexStoreError, InputError
+from qa.files import first_bad_char, printable
 from qa.index import Index, build_index, index_dir, load_index, read_manifest
+from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.reader import Reader, Span
-from qa.retrieval import METHODS, Retriever
-from qa.types import Answer, Document, Passage, Result
+from qa.retrieval import Retriever
+from qa.settings import Settings, check_retrieval
+from qa.types import Document, Passage, Result
 
 MAX_QUESTION_CHARS = 500
-DEFAULT_PASSAGES = 3
-DEFAULT_RETRIEVAL = "hybrid"
+DEFAULT_PASSAGES = Settings.passages
+DEFAULT_RETRIEVAL = Settings.retrieval
 
 
 def check_question(question: object) -> str:
@@ -35,9 +39,26 @@ def check_question(question: object) -> str:
     q = question.strip()
     if not q:
         raise InputError("the question is empty; type a question about the article")
+    bad = first_bad_char(q)
+    if bad is not None:
+        raise InputError(
+            f"the question is not UTF-8 text (undecodable bytes or a lone surrogate at character {bad + 1}); "
+            "save or send it as UTF-8"
+        )
     if len(q) > MAX_QUESTION_CHARS:
         raise InputError(f"the question is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
     return q
+
+
+def check_chunks(index: Index, documents: dict[str, Document]) -> None:
+    """Every chunk must still be the slice of its article it claims to be, or citations would lie."""
+    for c in index.chunks:
+        doc = documents.get(c.doc_id)
+        if doc is None or doc.text[c.start : c.end] != c.text:
+            raise IndexStoreError(
+                f"the index does not match the articles (chunk {c.chunk_id} of {c.doc_id!r}); "
+                "rebuild it with: qa index --force"
+            )
 
 
 def check_top_k(top_k: int) -> int:
@@ -50,6 +71,9 @@ class Assistant:
     """Question answering over a folder of articles, with exact citations.
 
     Construction is cheap; models and the index load on first use (or `warm_up()`), once.
+    Settings come as a `Settings` object (the CLI resolves it from flags and environment) or as
+    keyword arguments that override it. `reader`, `embedder` and `retriever` may be handed in
+    (anything meeting `qa.protocols`); the defaults are built when they are not.
     """
 
     def __init__(
@@ -57,37 +81,85 @@ class Assistant:
         seeds: str | Path | None = None,
         index: str | Path | None = None,
         *,
+        settings: Settings | None = None,
         embed_model: str | None = None,
         reader_model: str | None = None,
-        retrieval: str = DEFAULT_RETRIEVAL,
-        passages: int = DEFAULT_PASSAGES,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        retrieval: str | None = None,
+        passages: int | None = None,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        reader: ReaderLike | None = None,
+        embedder: EmbedderLike | None = None,
+        retriever: RetrieverLike | None = None,
         auto_index: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        if retrieval not in METHODS:
-            raise InputError(f"retrieval must be one of {', '.join(METHODS)}, got {retrieval!r}")
-        if passages < 1:
-            raise InputError(f"passages must be at least 1, got {passages}")
-        self.seeds = seeds_dir(seeds)
-        self.index_dir = index_dir(index)
-        self.embedder = Embedder(embed_model)
-        self.reader = Reader(reader_model)
-        self.retrieval = retrieval
-        self.passages = passages
-        self.chunk_size = chunk_size
-        self.chunk_overlap = chunk_overlap
+        if settings is None:
+            folder = seeds_dir(seeds)
+            settings = Settings(seeds=folder, index_dir=index_dir(index, folder))
+        overrides = {
+            "seeds": Path(seeds) if seeds is not None else None,
+            "index_dir": Path(index) if index is not None else None,
+            "embed_model": embed_model,
+            "reader_model": reader_model,
+            "retrieval": retrieval,
+            "passages": passages,
+            "chunk_size": chunk_size,
+            "chunk_overlap": chunk_overlap,
+        }
+        self.settings = settings.with_(**{k: v for k, v in overrides.items() if v is not None})
+        s = self.settings
+        self.seeds = s.seeds
+        self.index_dir = s.index_dir
+        self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model)
+        self.reader: ReaderLike = reader if reader is not None else Reader(s.reader_model, dtype=s.reader_dtype)
+        self.retrieval = s.retrieval
+        self.passages = s.passages
+        self.chunk_size = s.chunk_size
+        self.chunk_overlap = s.chunk_overlap
         self.auto_index = auto_index
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self._index: Index | None = None
-        self._retriever: Retriever | None = None
+        self._given_retriever = retriever
+        self._retriever: RetrieverLike | None = retriever
+        self._seen: tuple[tuple[str, int, int], ...] = ()
 
     # --- loading -------------------------------------------------------------------------
 
     @cached_property
     def documents(self) -> dict[str, Document]:
+        self._seen = self._fingerprint()
         return {d.doc_id: d for d in load_documents(self.seeds)}
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, size and modification time of every article file: cheap to compare before each question."""
+        try:
+            paths = document_paths(self.seeds)
+        except DocumentError:
+            return ()  # loading will say what is wrong
+        out = []
+        for p in paths:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def refresh(self) -> bool:
+        """Reload the articles (and re-index if their text changed) when the files on disk changed.
+
+        A long-lived assistant (the web page) must never cite text that is no longer in the file.
+        Returns True when something was reloaded.
+        """
+        if "documents" not in self.__dict__ or self._fingerprint() == self._seen:
+            return False
+        self.log(f"Articles in {self.seeds} changed on disk; reloading them.")
+        for name in ("documents", "_sentences"):
+            self.__dict__.pop(name, None)
+        self._index = None
+        self._retriever = self._given_retriever
+        return True
 
     @cached_property
     def _sentences(self) -> dict[str, list[tuple[int, int]]]:
@@ -110,10 +182,11 @@ class Assistant:
             manifest = read_manifest(self.index_dir)
             assert manifest is not None
             index = load_index(self.index_dir, manifest)
+            check_chunks(index, self.documents)
         else:
             index = build_index(self.index_dir, docs, self.embedder, self.chunk_size, self.chunk_overlap, progress)
         self._index = index
-        self._retriever = Retriever(index, self.embedder, self.retrieval)
+        self._retriever = self._given_retriever or Retriever(index, self.embedder, self.retrieval)
         return index, reason
 
     @property
@@ -124,23 +197,24 @@ class Assistant:
                 raise IndexStoreError(f"the index cannot be used: {reason}; rebuild it with: qa index")
             if reason is not None:
                 self.log(f"Indexing {len(self.documents)} article(s) into {self.index_dir}: {reason}.")
-            self.build_index(progress=False)
+            self.build_index(progress=True)
         assert self._index is not None
         return self._index
 
     @property
-    def retriever(self) -> Retriever:
-        _ = self.index
+    def retriever(self) -> RetrieverLike:
+        if self._retriever is None:
+            _ = self.index
         assert self._retriever is not None
         return self._retriever
 
     def with_retrieval(self, method: str) -> Assistant:
         """The same articles, index and loaded models, retrieving another way (for comparisons)."""
-        if method not in METHODS:
-            raise InputError(f"retrieval must be one of {', '.join(METHODS)}, got {method!r}")
+        check_retrieval(method)
         if method == self.retrieval:
             return self
         other = copy.copy(self)
+        other.settings = self.settings.with_(retrieval=method)
         other.retrieval = method
         other._retriever = Retriever(self._index, self.embedder, method) if self._index is not None else None
         return other
@@ -168,32 +242,53 @@ class Assistant:
         batch_size: int = 64,
     ) -> list[Result]:
         """Answer many questions in input order; a bad question gets a Result with `error` set."""
+        return list(self.iter_answers(questions, top_k, doc_id, progress, batch_size))
+
+    def iter_answers(
+        self,
+        questions: Sequence[str],
+        top_k: int = 1,
+        doc_id: str | None = None,
+        progress: bool = False,
+        batch_size: int = 64,
+        total: int | None = None,
+    ) -> Iterator[Result]:
+        """Like `ask_many`, but yields each result as soon as its batch is answered (input order).
+
+        `total` sizes the progress bar when the caller has more records than questions.
+        """
         from tqdm import tqdm
 
         check_top_k(top_k)
-        results: list[Result | None] = [None] * len(questions)
-        valid: list[tuple[int, str]] = []
-        for i, q in enumerate(questions):
+        checked: list[Result | str] = []
+        for q in questions:
             try:
-                valid.append((i, check_question(q)))
+                checked.append(check_question(q))
             except InputError as exc:
-                results[i] = Result(question=q if isinstance(q, str) else "", error=str(exc))
-        bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress, file=sys.stderr)
-        bar.update(len(questions) - len(valid))
-        for b in range(0, len(valid), batch_size):
-            part = valid[b : b + batch_size]
-            for (i, _), res in zip(part, self._answer([q for _, q in part], top_k, doc_id), strict=True):
-                results[i] = res
-            bar.update(len(part))
-        bar.close()
-        return [r for r in results if r is not None]
+                checked.append(Result(question=printable(q) if isinstance(q, str) else "", error=str(exc)))
+        total = len(questions) if total is None else total
+        bar = tqdm(total=total, desc="questions", unit="q", disable=not progress, file=sys.stderr)
+        bar.update(total - len(questions))
+        try:
+            for b in range(0, len(checked), batch_size):
+                part = checked[b : b + batch_size]
+                todo = [q for q in part if isinstance(q, str)]
+                answered = iter(self._answer(todo, top_k, doc_id)) if todo else iter(())
+                for item in part:
+                    yield next(answered) if isinstance(item, str) else item
+                    bar.update(1)
+        finally:
+            bar.close()
 
     def _answer(self, questions: list[str], top_k: int, doc_id: str | None) -> list[Result]:
         if doc_id is not None and doc_id not in self.documents:
             raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(self.documents))}")
+        self.refresh()
         self.warm_up()  # so that `seconds` measures answering, not the first-use loading
         started = time.perf_counter()
-        depth = len(self.index.chunks) if doc_id is not None else self.passages
+        # With doc_id: rank every chunk, then keep the article's own.
+        everything = len(self.index.chunks) if self._given_retriever is None else 10_000
+        depth = self.passages if doc_id is None else everything
         found = self.retriever.retrieve(questions, depth)
         if doc_id is not None:
             found = [[p for p in row if p.chunk.doc_id == doc_id][: self.passages] for row in found]
@@ -211,30 +306,7 @@ class Assistant:
     def _decide(
         self, question: str, cands: list[tuple[Span, Passage]], passages: list[Passage], top_k: int, seconds: float
     ) -> Result:
-        kept: list[tuple[float, Answer]] = []
-        for span, passage in sorted(cands, key=lambda c: -c[0].gap):
-            start, end = passage.chunk.start + span.start, passage.chunk.start + span.end
-            if any(a.doc_id == passage.chunk.doc_id and a.start < end and start < a.end for _, a in kept):
-                continue  # the same answer seen from an overlapping chunk or window
-            kept.append((span.gap, self._make_answer(passage, start, end, span.gap)))
-            if len(kept) >= top_k:
-                break
-        threshold = self.reader.settings.null_threshold
-        answers = [a for gap, a in kept if gap > threshold]
-        closest = kept[0][1] if kept and not answers else None
-        return Result(question=question, answers=answers, passages=passages, closest=closest, seconds=seconds)
-
-    def _make_answer(self, passage: Passage, start: int, end: int, gap: float) -> Answer:
-        doc = self.documents[passage.chunk.doc_id]
-        s_start, s_end = sentence_at(doc.text, self._sentences[doc.doc_id], start, end)
-        return Answer(
-            text=doc.text[start:end],
-            start=start,
-            end=end,
-            score=self.reader.settings.score(gap),
-            doc_id=doc.doc_id,
-            chunk_id=passage.chunk.chunk_id,
-            sentence=doc.text[s_start:s_end],
-            sentence_start=s_start,
-            sentence_end=s_end,
+        decoded = decode(cands, self.documents, self._sentences, self.reader.settings, top_k)
+        return Result(
+            question=question, answers=decoded.answers, passages=passages, closest=decoded.closest, seconds=seconds
         )

@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from qa.documents import read_text_file
 from qa.errors import InputError
+from qa.files import printable, read_input, read_stdin, split_lines
 from qa.types import RECORD_FIELDS, Result
 
 FORMATS = ("jsonl", "csv", "txt")
@@ -46,7 +46,7 @@ def detect_format(name: str, explicit: str | None = None) -> str:
 
 def parse_questions(text: str, fmt: str) -> list[BatchItem]:
     if fmt == "txt":
-        lines = [line.strip() for line in text.splitlines()]
+        lines = [line.strip() for line in split_lines(text)]
         return [BatchItem(i, q) for i, q in enumerate((q for q in lines if q), 1)]
     if fmt == "csv":
         return _parse_csv(text)
@@ -58,7 +58,7 @@ def parse_questions(text: str, fmt: str) -> list[BatchItem]:
 def _parse_jsonl(text: str) -> list[BatchItem]:
     items = []
     position = 0
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         position += 1
@@ -80,12 +80,14 @@ def _parse_jsonl(text: str) -> list[BatchItem]:
 
 
 def _parse_csv(text: str) -> list[BatchItem]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "question" not in [f.strip() for f in reader.fieldnames]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # Spreadsheets write "Question" or " question ": match the header loosely.
+    names = [f.strip().lower() for f in reader.fieldnames or []]
+    if "question" not in names:
         raise InputError(
             "the CSV has no 'question' column; add a header row with a 'question' column (and optional 'id')"
         )
-    reader.fieldnames = [f.strip() for f in reader.fieldnames]
+    reader.fieldnames = names
     items = []
     for position, row in enumerate(reader, 1):
         rid = row.get("id") or position
@@ -100,42 +102,67 @@ def _parse_csv(text: str) -> list[BatchItem]:
 def read_questions(source: str, fmt: str | None = None, stdin: IO[str] | None = None) -> list[BatchItem]:
     """Read a questions file, or standard input when source is '-' (format from --input-format, else txt/jsonl)."""
     if source == "-":
-        import sys
-
-        text = (stdin or sys.stdin).read()
+        text = read_stdin(stdin)
         if fmt is None:
-            first = next((line for line in text.splitlines() if line.strip()), "")
+            first = next((line for line in split_lines(text) if line.strip()), "")
             fmt = "jsonl" if first.lstrip().startswith("{") else "txt"
-        return parse_questions(text, detect_format("-", fmt))
-    path = Path(source)
-    fmt = detect_format(source, fmt)
-    text = read_text_file(path, "questions file", "check the path")
-    return parse_questions(text, fmt)
+        items = parse_questions(text, detect_format("-", fmt))
+        where = "standard input"
+    else:
+        fmt = detect_format(source, fmt)
+        items = parse_questions(read_input(source, "questions file", "check the path"), fmt)
+        where = source
+    if not items:
+        raise InputError(f"{where} holds no questions; put one question a line (or a 'question' field/column)")
+    return items
+
+
+def iter_records(
+    assistant: Any, items: list[BatchItem], top_k: int = 1, progress: bool = False, doc_id: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """One record per item, in input order, as soon as its batch is answered (so an interrupted
+    run keeps what is done); unreadable items keep their place with an error."""
+    readable = [it for it in items if it.error is None]
+    results = assistant.iter_answers(
+        [it.question for it in readable], top_k=top_k, progress=progress, doc_id=doc_id, total=len(items)
+    )
+    for it in items:
+        if it.error is not None:
+            yield Result(question=printable(it.question), error=it.error).to_record(it.id)
+        else:
+            yield next(results).to_record(it.id)
 
 
 def answer_items(
     assistant: Any, items: list[BatchItem], top_k: int = 1, progress: bool = False, doc_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """Answer every readable item (one batched call); unreadable ones keep their place with an error."""
-    readable = [it for it in items if it.error is None]
-    results = iter(assistant.ask_many([it.question for it in readable], top_k=top_k, progress=progress, doc_id=doc_id))
-    records = []
-    for it in items:
-        if it.error is not None:
-            records.append(Result(question=it.question, error=it.error).to_record(it.id))
+    """Every record of `iter_records` in a list."""
+    return list(iter_records(assistant, items, top_k, progress, doc_id))
+
+
+class RecordWriter:
+    """Writes batch records one at a time as JSON lines or CSV (header first)."""
+
+    def __init__(self, out: IO[str], fmt: str) -> None:
+        if fmt not in OUTPUT_FORMATS:
+            raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+        self.out = out
+        self.fmt = fmt
+        self.count = 0
+        self._csv = csv.DictWriter(out, fieldnames=list(RECORD_FIELDS), lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writeheader()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._csv is not None:
+            self._csv.writerow({k: "" if record.get(k) is None else record[k] for k in RECORD_FIELDS})
         else:
-            records.append(next(results).to_record(it.id))
-    return records
+            self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.count += 1
 
 
-def write_records(records: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> None:
-    if fmt == "jsonl":
-        for r in records:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
-        writer.writeheader()
-        for r in records:
-            writer.writerow({k: "" if r.get(k) is None else r[k] for k in RECORD_FIELDS})
-    else:
-        raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+def write_records(records: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    writer = RecordWriter(out, fmt)
+    for r in records:
+        writer.write(r)
+    return writer.count

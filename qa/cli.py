@@ -29,29 +29,24 @@ def _err(msg: str) -> None:
 def seeds_option(f: Callable) -> Callable:
     return click.option(
         "--seeds",
-        envvar="QA_SEEDS",
-        default="seeds",
-        show_default=True,
+        default=None,
         type=click.Path(file_okay=False),
-        help="Folder of .txt/.md articles [env QA_SEEDS].",
+        help="Folder of .txt/.md articles [env QA_SEEDS; default seeds/ here, else the project's].",
     )(f)
 
 
 def index_option(f: Callable) -> Callable:
     return click.option(
         "--index-dir",
-        envvar="QA_INDEX_DIR",
-        default="index",
-        show_default=True,
+        default=None,
         type=click.Path(file_okay=False),
-        help="Where the index lives [env QA_INDEX_DIR].",
+        help="Where the index lives [env QA_INDEX_DIR; default index/ beside the seeds folder used].",
     )(f)
 
 
 def embed_option(f: Callable) -> Callable:
     return click.option(
         "--embed-model",
-        envvar="QA_EMBED_MODEL",
         default=None,
         help="Sentence-transformers model, path or hub id [env QA_EMBED_MODEL; "
         "default sentence-transformers/all-MiniLM-L6-v2, packaged].",
@@ -61,7 +56,6 @@ def embed_option(f: Callable) -> Callable:
 def reader_option(f: Callable) -> Callable:
     return click.option(
         "--reader-model",
-        envvar="QA_READER_MODEL",
         default=None,
         help="Extractive QA model, path or hub id [env QA_READER_MODEL; default the shipped reader].",
     )(f)
@@ -70,14 +64,12 @@ def reader_option(f: Callable) -> Callable:
 def assistant_options(f: Callable) -> Callable:
     f = click.option(
         "--passages",
-        envvar="QA_PASSAGES",
         default=None,
         type=click.IntRange(min=1),
         help="Chunks read per question [env QA_PASSAGES; default 3].",
     )(f)
     f = click.option(
         "--retrieval",
-        envvar="QA_RETRIEVAL",
         default=None,
         type=click.Choice(["dense", "bm25", "hybrid"]),
         help="How chunks are found [env QA_RETRIEVAL; default hybrid].",
@@ -85,18 +77,20 @@ def assistant_options(f: Callable) -> Callable:
     return seeds_option(index_option(embed_option(reader_option(f))))
 
 
-def make_assistant(opts: dict[str, Any]) -> Any:
-    from qa.assistant import DEFAULT_PASSAGES, DEFAULT_RETRIEVAL, Assistant
+SETTING_FLAGS = ("seeds", "index_dir", "embed_model", "reader_model", "retrieval", "passages")
 
-    return Assistant(
-        opts.pop("seeds"),
-        opts.pop("index_dir"),
-        embed_model=opts.pop("embed_model"),
-        reader_model=opts.pop("reader_model"),
-        retrieval=opts.pop("retrieval") or DEFAULT_RETRIEVAL,
-        passages=opts.pop("passages") or DEFAULT_PASSAGES,
-        log=_err,
-    )
+
+def resolve_settings(opts: dict[str, Any]) -> Any:
+    """The one place flags meet the environment: flags > QA_* variables > defaults."""
+    from qa.settings import Settings
+
+    return Settings.resolve(**{k: opts.pop(k) for k in SETTING_FLAGS if k in opts})
+
+
+def make_assistant(opts: dict[str, Any]) -> Any:
+    from qa.assistant import Assistant
+
+    return Assistant(settings=resolve_settings(opts), log=_err)
 
 
 class QAGroup(click.Group):
@@ -125,12 +119,11 @@ def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, force
 
     Example: qa index seeds/ --index-dir index/
     """
-    import os
-
     from qa.assistant import Assistant
 
-    seeds = folder or os.environ.get("QA_SEEDS") or "seeds"
-    assistant = Assistant(seeds, index_dir, embed_model=embed_model, log=_err)
+    settings = resolve_settings({"seeds": folder, "index_dir": index_dir, "embed_model": embed_model})
+    assistant = Assistant(settings=settings, log=_err)
+    index_dir = str(settings.index_dir)
     index, reason = assistant.build_index(force=force, progress=True)
     m = index.manifest
     if reason is None:
@@ -214,28 +207,47 @@ def batch_cmd(
 
     Example: qa batch questions.txt --out answers.csv
     """
-    from qa.batch import answer_items, read_questions, write_records
+    from qa.batch import RecordWriter, iter_records, read_questions
+    from qa.files import OutputFile
 
+    # Everything that can be checked is checked before a model loads: the input, then the output path.
     items = read_questions(input_path, input_format)
     if out_format is None:
         out_format = "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
-    records = answer_items(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
-    if out_path is None:
-        write_records(records, sys.stdout, out_format)
-        return
-    tmp = Path(out_path + ".partial")
+    out = OutputFile(out_path) if out_path is not None else None
+    writer = RecordWriter(out.stream if out else sys.stdout, out_format)
+    counts = {"answered": 0, "abstained": 0, "errors": 0}
     try:
-        with tmp.open("w", encoding="utf-8", newline="") as f:
-            write_records(records, f, out_format)
-        tmp.replace(out_path)
+        for record in iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id):
+            writer.write(record)
+            counts["errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"] += 1
+            if out is None and writer.count % 16 == 0:
+                sys.stdout.flush()
+        if out is not None:
+            out.commit()
+    except KeyboardInterrupt:
+        # Keep what was answered: the records so far go where they were asked to go, in order.
+        where = "standard output"
+        if out is not None and writer.count:
+            out.commit()
+            where = out_path
+        elif out is not None:
+            where = f"nothing; {out_path} is unchanged"
+        _err(f"Interrupted: kept {writer.count} of {len(items)} records (in input order) in {where}.")
+        raise SystemExit(130) from None
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise click.ClickException(f"cannot write {out_path} ({exc.strerror}); choose a writable --out path") from exc
-    answered = sum(1 for r in records if r["answer"] is not None)
-    errors = sum(1 for r in records if r["error"])
+        if out is None:
+            raise
+        out.discard()
+        raise click.ClickException(f"cannot write {out_path} ({exc.strerror}); choose another path for --out") from exc
+    finally:
+        if out is not None and not out.closed:
+            out.discard()  # a failure before the end: the target keeps what it held
+    if out is None:
+        return
     _err(
-        f"Wrote {len(records)} records to {out_path} ({answered} answered, "
-        f"{len(records) - answered - errors} abstained, {errors} errors)."
+        f"Wrote {writer.count} records to {out_path} ({counts['answered']} answered, "
+        f"{counts['abstained']} abstained, {counts['errors']} errors)."
     )
 
 
@@ -257,16 +269,22 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
     """
     from qa.assistant import DEFAULT_RETRIEVAL
     from qa.evaluate import describe, format_table, load_gold, run_compare, summarize, write_report
+    from qa.files import OutputFile
     from qa.retrieval import METHODS
 
     gold = load_gold(gold_path)  # before loading any model, so a bad file fails fast
-    assistant = make_assistant(opts)
-    methods = list(METHODS) if compare else [assistant.retrieval]
-    runs = run_compare(assistant, gold, methods, top_k=top_k, progress=True, log=_err if compare else None)
-    summaries = [(m, summarize(records, assistant.passages)) for m, records in runs]
-    if report_path is not None:
-        write_report(report_path, [{"retrieval": m, **r.to_report()} for m, records in runs for r in records])
-        _err(f"Wrote {sum(len(r) for _, r in runs)} records to {report_path}.")
+    report = OutputFile(report_path, "--report") if report_path is not None else None
+    try:
+        assistant = make_assistant(opts)
+        methods = list(METHODS) if compare else [assistant.retrieval]
+        runs = run_compare(assistant, gold, methods, top_k=top_k, progress=True, log=_err if compare else None)
+        summaries = [(m, summarize(records, assistant.passages)) for m, records in runs]
+        if report is not None:
+            write_report(report, [{"retrieval": m, **r.to_report()} for m, records in runs for r in records])
+            _err(f"Wrote {sum(len(r) for _, r in runs)} records to {report_path}.")
+    finally:
+        if report is not None and not report.closed:
+            report.discard()
     click.echo(describe(summaries[0][1]))
     click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
     note = "; * marks the default retrieval" if compare else ""
@@ -340,7 +358,8 @@ def squad_predict_cmd(
     from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
 
     examples = load_squad(input_path, titles=split_titles(articles))
-    reader = Reader(reader_model)
+    settings = resolve_settings({"reader_model": reader_model})
+    reader = Reader(settings.reader_model, dtype=settings.reader_dtype)
     reader.warm_up()
     started = time.perf_counter()
     spans = predict_spans(reader, examples)
@@ -380,46 +399,111 @@ def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: s
 
 
 @cli.command("train-reader")
-@click.option("--data", default=DEFAULT_SQUAD, show_default=True, help="SQuAD v2.0-format training JSON.")
 @click.option(
-    "--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Where the best epoch is saved."
+    "--data",
+    multiple=True,
+    help="SQuAD v2.0-format training JSON; repeat for several files. "
+    "Default: squad-train-442.json and squad-train-38.json in ../shared/data/squad/.",
 )
-@click.option("--base-model", default=None, help="Encoder to fine-tune (path or hub id); default all-MiniLM-L6-v2.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--learning-rate", "--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--output-dir",
+    "-o",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where checkpoints and the best model go.",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2), a trained reader folder, or 'shipped'.",
+)
+@click.option("--epochs", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--learning-rate", "--lr", default=5e-5, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-length", default=384, show_default=True, type=click.IntRange(min=32))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(min=0))
 @click.option(
-    "--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps warming up."
+    "--warmup", default=0.06, show_default=True, type=click.FloatRange(0, 1), help="Share of steps warming up."
 )
+@click.option(
+    "--negatives",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of answerable questions also paired with another paragraph of their article, labelled no-answer.",
+)
+@click.option(
+    "--time-budget",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Minutes for the whole run: the learning-rate schedule is planned to end (validated) within it.",
+)
+@click.option("--checkpoint-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--resume",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Continue the interrupted run in this output folder from its last checkpoint (its own settings).",
+)
+@click.option(
+    "--attention",
+    type=click.Choice(["eager", "sdpa"]),
+    default="eager",
+    show_default=True,
+    help="Attention kernel while training (eager is faster on CPU with bf16).",
+)
+@click.option(
+    "--attention-dropout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Dropout on attention probabilities (0 is a third faster on CPU).",
+)
+@click.option("--freeze-word-embeddings/--train-word-embeddings", default=True, show_default=True)
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--val-articles", default=None, help="Comma-separated validation article titles (held out).")
 @click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--max-train-questions", default=None, type=click.IntRange(min=1), help="Train on a random slice.")
 @click.option("--max-val-questions", default=None, type=click.IntRange(min=1), help="Validate on a random slice.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the hardware has it).")
-def train_reader_cmd(**opts: object) -> None:
-    """Fine-tune an extractive QA reader on SQuAD v2.0 data; keeps the best epoch.
+def train_reader_cmd(**opts: Any) -> None:
+    """Fine-tune an extractive QA reader on SQuAD v2.0 data; keeps the best validation checkpoint.
 
-    Example: qa train-reader --output-dir runs/reader --epochs 3
+    Example: qa train-reader -o runs/reader --base-model shipped --time-budget 100
     """
-    from qa.train import VALIDATION_ARTICLES, TrainConfig, train_reader
+    from qa.train import DEFAULT_DATA, VALIDATION_ARTICLES, TrainConfig, train_reader
 
+    resume = opts.pop("resume")
+    if resume is None and opts["output_dir"] is None:
+        raise click.UsageError("pass --output-dir DIR for a new run, or --resume DIR to continue one")
     val = opts.pop("val_articles")
+    data = opts.pop("data") or DEFAULT_DATA
     cfg = TrainConfig(
-        data=str(opts.pop("data")),
-        output_dir=str(opts.pop("output_dir")),
+        data=tuple(str(d) for d in data),
+        output_dir=str(opts.pop("output_dir") or resume),
         val_articles=tuple(v.strip() for v in str(val).split(",") if v.strip()) if val else VALIDATION_ARTICLES,
-        **opts,  # type: ignore[arg-type]
+        eager_attention=opts.pop("attention") == "eager",
+        **opts,
     )
     if cfg.stride >= cfg.max_length // 2:
         raise click.BadParameter(
             f"must be less than half of --max-length ({cfg.max_length}), got {cfg.stride}", param_hint="--stride"
         )
-    best = train_reader(cfg)
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a polite kill saves a checkpoint too
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        best = train_reader(cfg, resume=resume)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     m = best["metrics"]
-    click.echo(f"best epoch {best['epoch']}: EM {m['exact']:.2f} F1 {m['f1']:.2f}; saved to {Path(cfg.output_dir)}")
+    click.echo(
+        f"best at step {best['step']} (epoch {best['epoch']}): EM {m['exact']:.2f} F1 {m['f1']:.2f}; "
+        f"saved to {Path(cfg.output_dir)}"
+    )
 
 
 def main() -> None:

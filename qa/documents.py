@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from qa.errors import DocumentError
 from qa.types import Document
 
-SEEDS_ENV = "QA_SEEDS"
-DEFAULT_SEEDS = "seeds"
 SUFFIXES = (".txt", ".md")
 
 
 def seeds_dir(path: str | Path | None = None) -> Path:
-    return Path(path if path is not None else os.environ.get(SEEDS_ENV) or DEFAULT_SEEDS)
+    from qa.settings import default_seeds
+
+    return Path(path) if path is not None else default_seeds()
 
 
 def document_paths(folder: Path) -> list[Path]:
     if not folder.exists():
-        raise DocumentError(f"articles folder {folder} does not exist; pass --seeds DIR (or set {SEEDS_ENV})")
+        raise DocumentError(f"articles folder {folder} does not exist; pass --seeds DIR (or set QA_SEEDS)")
     if not folder.is_dir():
         raise DocumentError(f"{folder} is not a folder; pass a folder of .txt/.md articles to --seeds")
     paths = sorted(
@@ -55,22 +54,3 @@ def read_document(path: Path, doc_id: str) -> Document:
 def load_documents(folder: str | Path | None = None) -> list[Document]:
     folder = seeds_dir(folder)
     return [read_document(p, p.relative_to(folder).as_posix()) for p in document_paths(folder)]
-
-
-def read_text_file(path: Path, what: str, hint: str) -> str:
-    """A user's input file (questions, gold answers) as text, or one InputError naming the fix.
-
-    `utf-8-sig` drops the byte-order mark spreadsheet programs put in front of CSV files.
-    """
-    from qa.errors import InputError
-
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise InputError(f"{what} {path} does not exist; {hint}") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{path} is a folder; {hint}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path} ({exc.strerror})") from exc

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import InputError
+from qa.files import OutputFile, read_input, split_lines
 from qa.squad import normalize_answer, score_one
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def parse_gold(text: str, source: str = "the gold file") -> list[GoldItem]:
 
     items: list[GoldItem] = []
     seen: dict[str, int] = {}
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         where = f"{source} line {line_no}"
@@ -89,10 +90,8 @@ def parse_gold(text: str, source: str = "the gold file") -> list[GoldItem]:
 
 
 def load_gold(path: str | Path) -> list[GoldItem]:
-    from qa.documents import read_text_file
-
     path = Path(path)
-    text = read_text_file(path, "gold file", "pass a .jsonl file of questions and answers")
+    text = read_input(path, "gold file", "pass a .jsonl file of questions and answers")
     return parse_gold(text, source=str(path))
 
 
@@ -322,18 +321,20 @@ def with_retrieval(assistant: Assistant, method: str) -> Assistant:
     return assistant.with_retrieval(method)
 
 
-def write_report(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    """One JSON object a line, written aside and renamed so a failed run leaves no half file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+def write_report(out: str | Path | OutputFile, rows: Sequence[dict[str, Any]]) -> None:
+    """One JSON object a line, written aside and renamed so a failed run leaves no half file.
+
+    Pass an `OutputFile` opened before the work to have a bad path fail before any question is asked.
+    """
+    if not isinstance(out, OutputFile):
+        out = OutputFile(out, "--report")
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        for row in rows:
+            out.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write the report {path} ({exc.strerror}); choose a writable --report path") from exc
+        out.discard()
+        raise InputError(f"cannot write the report {out.path} ({exc.strerror}); choose another --report path") from exc
+    out.commit()
 
 
 # --- the table --------------------------------------------------------------------------------

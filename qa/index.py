@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from qa import __version__
 from qa.chunking import chunk_documents
 from qa.errors import IndexStoreError
+from qa.files import atomic_write_text
 from qa.types import Chunk, Document
 
 if TYPE_CHECKING:
@@ -31,14 +32,14 @@ if TYPE_CHECKING:
 
     from qa.embedding import Embedder
 
-INDEX_ENV = "QA_INDEX_DIR"
-DEFAULT_INDEX = "index"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-def index_dir(path: str | Path | None = None) -> Path:
-    return Path(path if path is not None else os.environ.get(INDEX_ENV) or DEFAULT_INDEX)
+def index_dir(path: str | Path | None = None, seeds: Path | None = None) -> Path:
+    from qa.settings import default_index, default_seeds
+
+    return Path(path) if path is not None else default_index(seeds if seeds is not None else default_seeds())
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,65 @@ class Index:
         ]
 
 
+_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "package_version": str,
+    "embed_model": str,
+    "dimension": int,
+    "chunk_size": int,
+    "chunk_overlap": int,
+    "documents": dict,
+    "generation": str,
+    "chunks": int,
+    "created": str,
+}
+
+
 def read_manifest(folder: Path) -> Manifest | None:
     path = folder / MANIFEST
     if not path.exists():
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        problem = _manifest_problem(raw)
+        if problem:
+            raise ValueError(problem)
         return Manifest(**raw)
     except (OSError, ValueError, TypeError) as exc:
         raise IndexStoreError(f"index manifest {path} is corrupt ({exc}); rebuild it with: qa index --force") from exc
+
+
+def _manifest_problem(raw: object) -> str | None:
+    """What is wrong with a manifest's JSON (valid JSON can still hold the wrong types)."""
+    if not isinstance(raw, dict):
+        return "not a JSON object"
+    for key, kind in _MANIFEST_TYPES.items():
+        value = raw.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key!r} should be {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
+    if set(raw) - set(_MANIFEST_TYPES):
+        return f"unknown fields {sorted(set(raw) - set(_MANIFEST_TYPES))}"
+    docs = raw["documents"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in docs.items()):
+        return "'documents' should map article names to sha256 strings"
+    gen = raw["generation"]
+    if not gen or "/" in gen or "\\" in gen or gen.startswith("."):
+        return f"'generation' {gen!r} is not a folder name of the index"
+    return None
+
+
+def _chunk(line: str) -> Chunk:
+    raw = json.loads(line)
+    if not isinstance(raw, dict):
+        raise ValueError("a chunk line is not a JSON object")
+    chunk = Chunk(**raw)
+    if not (
+        isinstance(chunk.doc_id, str)
+        and isinstance(chunk.text, str)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk.chunk_id, chunk.start, chunk.end))
+    ):
+        raise ValueError(f"chunk {raw.get('chunk_id')!r} has fields of the wrong type")
+    return chunk
 
 
 def load_index(folder: Path, manifest: Manifest) -> Index:
@@ -108,7 +159,8 @@ def load_index(folder: Path, manifest: Manifest) -> Index:
 
     gen = folder / manifest.generation
     try:
-        chunks = [Chunk(**json.loads(line)) for line in (gen / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+        text = (gen / "chunks.jsonl").read_text(encoding="utf-8")
+        chunks = [_chunk(line) for line in text.split("\n") if line]
         vectors = faiss.read_index(str(gen / "vectors.faiss"))
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         raise IndexStoreError(
@@ -145,6 +197,7 @@ def build_index(
         chunks=len(chunks),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    staging: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         old = read_manifest_quietly(folder)
@@ -156,9 +209,25 @@ def build_index(
         faiss.write_index(faiss_index, str(staging / "vectors.faiss"))
         _fsync_dir(staging)
         staging.rename(folder / manifest.generation)
-        _atomic_write(folder / MANIFEST, json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise IndexStoreError(f"cannot write the index to {folder} ({exc}); pass a writable --index-dir") from exc
+        staging = None
+        atomic_write_text(
+            folder / MANIFEST,
+            json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n",
+            "--index-dir",
+            IndexStoreError,
+        )
+    except (OSError, RuntimeError) as exc:  # faiss reports a full disk as RuntimeError
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:200]
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder / manifest.generation, ignore_errors=True)
+        raise IndexStoreError(
+            f"cannot write the index to {folder} ({reason}); free some space or pass a writable --index-dir "
+            "(the previous index is unchanged)"
+        ) from exc
+    except IndexStoreError:
+        shutil.rmtree(folder / manifest.generation, ignore_errors=True)
+        raise
     _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
     return Index(manifest, chunks, faiss_index)
 
@@ -168,20 +237,6 @@ def read_manifest_quietly(folder: Path) -> Manifest | None:
         return read_manifest(folder)
     except IndexStoreError:
         return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 
 from qa.errors import ModelError
+from qa.settings import DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL
 
-DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
-DEFAULT_READER_MODEL = "shipped"
 
 EMBED_MODEL_ENV = "QA_EMBED_MODEL"
 READER_MODEL_ENV = "QA_READER_MODEL"
@@ -22,16 +21,12 @@ READER_DTYPE_ENV = "QA_READER_DTYPE"
 
 
 def embed_model_name(name: str | None = None) -> str:
-    """The embedding model asked for: argument, then environment, then the default."""
-    if name is not None:
-        return name
-    return os.environ.get(EMBED_MODEL_ENV) or DEFAULT_EMBED_MODEL
+    """The embedding model asked for, else the default (settings resolve flags and environment)."""
+    return name if name is not None else DEFAULT_EMBED_MODEL
 
 
 def reader_model_name(name: str | None = None) -> str:
-    if name is not None:
-        return name
-    return os.environ.get(READER_MODEL_ENV) or DEFAULT_READER_MODEL
+    return name if name is not None else DEFAULT_READER_MODEL
 
 
 def _packaged_minilm() -> Path | None:
@@ -72,7 +67,14 @@ def resolve_reader_model(name: str | None = None) -> str:
 
 def _check_local(name: str, *, what: str, flag: str, env: str) -> str:
     """Fail early, with the fix, when a path-looking name does not exist."""
-    looks_like_path = name.startswith((".", "/", "~")) or (os.sep in name and not _is_hub_id(name))
+    # "models/reader2" has a hub id's shape, but when its first part is a local folder the user
+    # meant a path: say it is missing now rather than wait through a hub's retries.
+    first = name.split("/", 1)[0]
+    looks_like_path = (
+        name.startswith((".", "/", "~"))
+        or (os.sep in name and not _is_hub_id(name))
+        or (_is_hub_id(name) and Path(first).is_dir())
+    )
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
@@ -119,14 +121,11 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def reader_dtype(device: str) -> str:
+def reader_dtype(device: str, wanted: str = "auto") -> str:
     """float32, or bfloat16 on CPUs with native bf16 (about 1.7x faster reads; same answers on
-    our checks, see the model card). QA_READER_DTYPE=float32|bfloat16 overrides."""
-    wanted = os.environ.get(READER_DTYPE_ENV, "auto").strip().lower()
-    if wanted in {"float32", "fp32"}:
-        return "float32"
-    if wanted in {"bfloat16", "bf16"}:
-        return "bfloat16"
+    our checks, see the model card). QA_READER_DTYPE=float32|bfloat16 overrides (via Settings)."""
+    if wanted in {"float32", "bfloat16"}:
+        return wanted
     if wanted != "auto":
         raise ModelError(f"{READER_DTYPE_ENV} must be auto, float32 or bfloat16, got {wanted!r}")
     return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"

@@ -49,6 +49,10 @@ class ReaderSettings:
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         return cls(**known)
 
+    def confident(self, gap: float, threshold: float | None = None) -> bool:
+        """The abstention rule, in one place: answer only when the gap beats the null threshold."""
+        return gap > (self.null_threshold if threshold is None else threshold)
+
     def score(self, gap: float) -> float:
         z = self.calib_a * gap + self.calib_b
         return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
@@ -100,8 +104,11 @@ def pad_batch(encoding: Any, idx: list[int], pad_id: int) -> dict[str, torch.Ten
 class Reader:
     """Loads the QA model once; `read` scores spans for many (question, passage) pairs at once."""
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 16, device: str | None = None) -> None:
+    def __init__(
+        self, model: str | None = None, *, batch_size: int = 16, device: str | None = None, dtype: str = "auto"
+    ) -> None:
         self._requested = model
+        self._wanted_dtype = dtype
         self.batch_size = batch_size
         self._device = device
         self._model: Any = None
@@ -140,7 +147,7 @@ class Reader:
         if not getattr(self._tokenizer, "is_fast", False):
             raise ModelError(f"reader {self.model_name} has no fast tokenizer; character offsets need one")
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = reader_dtype(device)
+        self.dtype = reader_dtype(device, self._wanted_dtype)
         self._model = model.to(device, dtype=getattr(torch, self.dtype)).eval()
         self._device = device
 

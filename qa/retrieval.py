@@ -6,13 +6,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import InputError
+from qa.settings import RETRIEVAL_METHODS
 from qa.types import Passage
 
 if TYPE_CHECKING:
     from qa.embedding import Embedder
     from qa.index import Index
 
-METHODS = ("dense", "bm25", "hybrid")
+METHODS = RETRIEVAL_METHODS
 RRF_K = 60  # the constant from Cormack et al. (2009); dampens the weight of the very top ranks
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 # A short stop list: BM25's idf already discounts common words, this only keeps question

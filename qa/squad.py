@@ -141,8 +141,15 @@ class SquadPrediction:
 def predict_spans(
     reader: Reader, examples: Sequence[SquadExample], batch_questions: int = 64, progress: bool = True
 ) -> list[SquadPrediction]:
-    """The best span of every question read against its own paragraph (no retrieval)."""
+    """The best span of every question read against its own paragraph (no retrieval).
+
+    Decoded by `qa.decode.decode`, as the assistant decodes, with each paragraph as a one-chunk
+    document; the best span is kept even below the threshold, so thresholds can be chosen later.
+    """
     from tqdm import tqdm
+
+    from qa.decode import decode
+    from qa.types import Chunk, Document, Passage
 
     out: list[SquadPrediction] = []
     bar = tqdm(total=len(examples), desc="predict", unit="q", disable=not progress)
@@ -150,17 +157,22 @@ def predict_spans(
         part = examples[i : i + batch_questions]
         spans = reader.read([ex.question for ex in part], [ex.context for ex in part], n_best=1)
         for ex, found in zip(part, spans, strict=True):
-            if found:
-                out.append(SquadPrediction(ex.id, ex.context[found[0].start : found[0].end], found[0].gap))
-            else:
-                out.append(SquadPrediction(ex.id, "", -math.inf))
+            doc = Document(ex.id, "", ex.context, "")
+            passage = Passage(Chunk(ex.id, 0, 0, len(ex.context), ex.context), 1.0, 1)
+            sentences = {ex.id: [(0, len(ex.context))]}
+            decoded = decode([(s, passage) for s in found], {ex.id: doc}, sentences, reader.settings, top_k=1)
+            best = decoded.answers[0] if decoded.answers else decoded.closest
+            out.append(SquadPrediction(ex.id, best.text if best else "", decoded.best_gap))
         bar.update(len(part))
     bar.close()
     return out
 
 
 def apply_threshold(preds: Sequence[SquadPrediction], threshold: float) -> dict[str, str]:
-    return {p.id: p.text if p.gap > threshold else "" for p in preds}
+    from qa.reader import ReaderSettings
+
+    rule = ReaderSettings(null_threshold=threshold)
+    return {p.id: p.text if rule.confident(p.gap) else "" for p in preds}
 
 
 def best_threshold(examples: Sequence[SquadExample], preds: Sequence[SquadPrediction]) -> tuple[float, float]:

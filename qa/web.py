@@ -23,6 +23,7 @@ from gradio.utils import get_upload_folder
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
 from qa.errors import InputError, QAError
+from qa.files import decode_bytes
 from qa.types import RECORD_FIELDS, Answer, Document, Result
 
 if TYPE_CHECKING:
@@ -284,11 +285,7 @@ def read_upload(path: Path, name: str) -> list[Any]:
         raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
     if len(raw) > MAX_UPLOAD_BYTES:
         raise InputError(f"{name} is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB; split it, or use qa batch")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name} is not UTF-8 (bad byte at position {exc.start}); save it as UTF-8") from exc
-    items = parse_questions(text, fmt)
+    items = parse_questions(decode_bytes(raw), fmt)
     if not items:
         raise InputError(f"{name} has no questions in it")
     if len(items) > MAX_BATCH_QUESTIONS:

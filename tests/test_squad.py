@@ -110,7 +110,7 @@ def test_training_runs_end_to_end_and_the_model_predicts(tmp_path: Path, tiny_re
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "best epoch 1" in result.stdout
+    assert "best at step 2" in result.stdout
     info = json.loads((out / "qa_reader.json").read_text())
     assert info["validation"]["articles"] == ["Rivers"] and "null_threshold" in info
     assert info["max_length"] == 64 and info["training"]["max_steps"] == 2

@@ -1,0 +1,116 @@
+"""Every setting in one place, resolved once at the edge: flag > environment > default.
+
+The CLI (and the benchmark) call `Settings.resolve(...)` with their flags; the library takes the
+resulting object, or plain arguments, and never reads the environment itself. So a setting has
+one name, one default and one check, whichever way it arrives.
+
+Folders: `seeds/` and `index/` are looked for in the current folder; when the current folder
+has no `seeds/` but the project checkout the package runs from does (an editable install, as
+the README's command makes), that checkout's `seeds/` and `index/` are used, so `qa ask` works
+from any folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from qa.errors import InputError
+
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_READER_MODEL = "shipped"  # qa/models/reader, trained by this project
+RETRIEVAL_METHODS = ("dense", "bm25", "hybrid")
+READER_DTYPES = ("auto", "float32", "bfloat16")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# setting name -> environment variable
+ENV = {
+    "seeds": "QA_SEEDS",
+    "index_dir": "QA_INDEX_DIR",
+    "embed_model": "QA_EMBED_MODEL",
+    "reader_model": "QA_READER_MODEL",
+    "retrieval": "QA_RETRIEVAL",
+    "passages": "QA_PASSAGES",
+    "reader_dtype": "QA_READER_DTYPE",
+}
+
+
+def default_seeds() -> Path:
+    here = Path("seeds")
+    if here.is_dir():
+        return here
+    project = PROJECT_ROOT / "seeds"
+    return project if project.is_dir() and (PROJECT_ROOT / "pyproject.toml").is_file() else here
+
+
+def default_index(seeds: Path) -> Path:
+    """The index beside the project's own seeds/, else index/ in the current folder."""
+    if seeds.resolve() == (PROJECT_ROOT / "seeds").resolve():
+        return PROJECT_ROOT / "index"
+    return Path("index")
+
+
+@dataclass(frozen=True)
+class Settings:
+    seeds: Path = Path("seeds")
+    index_dir: Path = Path("index")
+    embed_model: str = DEFAULT_EMBED_MODEL
+    reader_model: str = DEFAULT_READER_MODEL
+    retrieval: str = "hybrid"
+    passages: int = 3
+    reader_dtype: str = "auto"  # bfloat16 on CPUs with native bf16, else float32
+    chunk_size: int = 600
+    chunk_overlap: int = 200
+
+    def __post_init__(self) -> None:
+        check_retrieval(self.retrieval)
+        if not isinstance(self.passages, int) or isinstance(self.passages, bool) or self.passages < 1:
+            raise InputError(f"passages must be a whole number of at least 1, got {self.passages!r}")
+        if self.reader_dtype not in READER_DTYPES:
+            raise InputError(f"reader dtype must be one of {', '.join(READER_DTYPES)}, got {self.reader_dtype!r}")
+        if self.chunk_overlap >= self.chunk_size:
+            raise InputError(f"chunk overlap ({self.chunk_overlap}) must be smaller than the chunk size")
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Flags (None = not given) over environment variables over defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            flag = flags.pop(f.name, None)
+            if flag is not None:
+                values[f.name] = flag
+            elif f.name in ENV and env.get(ENV[f.name], "").strip():
+                values[f.name] = _from_env(f.name, env[ENV[f.name]].strip())
+        if flags:
+            raise TypeError(f"unknown settings: {', '.join(sorted(flags))}")
+        seeds = Path(values.get("seeds") or default_seeds())
+        values["seeds"] = seeds
+        values["index_dir"] = Path(values.get("index_dir") or default_index(seeds))
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _from_env(name: str, raw: str) -> Any:
+    if name == "passages":
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise InputError(f"{ENV[name]} must be a whole number, got {raw!r}") from exc
+    if name == "reader_dtype":
+        value = {"fp32": "float32", "bf16": "bfloat16"}.get(raw.lower(), raw.lower())
+        if value not in READER_DTYPES:
+            raise InputError(f"{ENV[name]} must be one of {', '.join(READER_DTYPES)}, got {raw!r}")
+        return value
+    return raw
+
+
+def check_retrieval(method: str) -> str:
+    if method not in RETRIEVAL_METHODS:
+        raise InputError(f"retrieval must be one of {', '.join(RETRIEVAL_METHODS)}, got {method!r}")
+    return method

@@ -1,0 +1,179 @@
+"""Training options on a tiny model and tiny data: several --data files, other-paragraph
+negatives, compact features, the time-budget plan, and checkpoint/resume."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from qa.cli import cli
+from qa.errors import InputError
+from qa.squad import SquadExample, load_squad
+from qa.train import (
+    KIND_OTHER_PARAGRAPH,
+    Features,
+    Plan,
+    TrainConfig,
+    build_features,
+    load_training_data,
+    train_reader,
+    training_pairs,
+)
+
+TINY = Path(__file__).parent / "data" / "squad_tiny.json"
+
+
+def split_tiny(tmp_path: Path) -> tuple[Path, Path]:
+    """squad_tiny.json as two files, one article each."""
+    raw = json.loads(TINY.read_text(encoding="utf-8"))
+    paths = []
+    for article in raw["data"]:
+        p = tmp_path / f"{article['title']}.json"
+        p.write_text(json.dumps({"version": "v2.0", "data": [article]}), encoding="utf-8")
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def article(title: str, paragraphs: list[tuple[str, list[tuple[str, str | None]]]]) -> list[SquadExample]:
+    out = []
+    for p, (context, qas) in enumerate(paragraphs):
+        for q, (question, answer) in enumerate(qas):
+            answers = [answer] if answer else []
+            starts = [context.index(answer)] if answer else []
+            out.append(SquadExample(f"{title}-{p}-{q}", title, question, context, answers, starts))
+    return out
+
+
+def test_data_may_be_repeated_and_validation_stays_whole_articles(tmp_path: Path) -> None:
+    rockets, rivers = split_tiny(tmp_path)
+    cfg = TrainConfig(data=(str(rockets), str(rivers)), val_articles=("Rivers",))
+    train, val = load_training_data(cfg)
+    assert {e.title for e in train} == {"Rockets"} and {e.title for e in val} == {"Rivers"}
+    assert len(train) + len(val) == len(load_squad(TINY))
+    with pytest.raises(InputError, match="in both"):
+        load_training_data(TrainConfig(data=(str(TINY), str(rivers)), val_articles=("Rivers",)))
+
+
+def test_other_paragraph_negatives_come_from_the_same_article_and_never_hold_the_answer() -> None:
+    examples = article(
+        "A",
+        [
+            ("The Rhine flows into the North Sea.", [("Where does the Rhine flow?", "the North Sea")]),
+            ("Basel is a city on the Rhine.", [("Which city is on the Rhine?", "Basel")]),
+            ("The North Sea is cold.", [("Is the sea cold?", None)]),
+        ],
+    ) + article("B", [("Paris is in France.", [("Where is Paris?", "France")])])
+    pairs = training_pairs(examples, negatives=1.0, rng=random.Random(0))
+    negatives = [p for p in pairs if p.kind == KIND_OTHER_PARAGRAPH]
+    assert len(pairs) == len(examples) + len(negatives)
+    by_question = {e.question: e for e in examples}
+    assert {p.question for p in negatives} == {"Where does the Rhine flow?", "Which city is on the Rhine?"}
+    for p in negatives:
+        source = by_question[p.question]
+        assert p.label is None and p.context != source.context
+        assert p.context in {e.context for e in examples if e.title == source.title}
+        assert source.answers[0].lower() not in p.context.lower()  # "the North Sea" paragraph is never used
+    assert not [p for p in training_pairs(examples, 0.0, random.Random(0)) if p.kind == KIND_OTHER_PARAGRAPH]
+
+
+def test_features_are_flat_arrays_and_batches_match_the_tokenizer(tiny_reader: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_reader))
+    examples = load_squad(TINY)
+    pairs = training_pairs(examples, 0.0, random.Random(0))
+    feats = build_features(tok, pairs, max_length=64, stride=16, progress=False)
+    assert feats.ids.dtype == np.uint16 and feats.ids.ndim == 1 and len(feats.offsets) == len(feats) + 1
+    enc = tok(pairs[0].question, pairs[0].context, truncation="only_second", max_length=64)
+    batch = feats.batch([0], tok.pad_token_id, with_token_types=True)
+    n = len(enc["input_ids"])
+    assert batch["input_ids"][0, :n].tolist() == enc["input_ids"]
+    assert batch["token_type_ids"][0, :n].tolist() == enc["token_type_ids"]
+    assert batch["attention_mask"][0].sum().item() == n
+    # every answerable window's label points at the answer's text
+    for i in range(len(feats)):
+        if feats.start[i]:
+            ids = feats.ids[feats.offsets[i] : feats.offsets[i + 1]]
+            span = tok.decode(ids[feats.start[i] : feats.end[i] + 1].tolist())
+            assert span.strip()
+    key = "k1"
+    feats.save(tmp_path / "f.npz", key)
+    again = Features.load(tmp_path / "f.npz", key)
+    assert again is not None and np.array_equal(again.ids, feats.ids)
+    assert Features.load(tmp_path / "f.npz", "other key") is None
+
+
+def test_plan_warms_up_then_decays_to_zero_at_the_planned_step() -> None:
+    plan = Plan(total=100, warmup=10)
+    assert plan.factor(0) == pytest.approx(0.1) and plan.factor(9) == pytest.approx(1.0)
+    assert plan.factor(55) == pytest.approx(0.5) and plan.factor(100) == 0.0
+
+
+def tiny_config(tmp_path: Path, tiny_reader: Path, **kw: object) -> TrainConfig:
+    base = dict(
+        data=(str(TINY),),
+        output_dir=str(tmp_path / "run"),
+        base_model=str(tiny_reader),
+        val_articles=("Rivers",),
+        batch_size=1,
+        max_length=64,
+        stride=16,
+        bf16=False,
+        negatives=0.0,
+        learning_rate=1e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_time_budget_plans_the_schedule_to_end_within_it(tmp_path: Path, tiny_reader: Path) -> None:
+    # 60 epochs would be 180 steps; a 0.1-minute budget (with validation time reserved) stops far sooner,
+    # and the schedule still ends at zero on the last step.
+    cfg = tiny_config(tmp_path, tiny_reader, epochs=60.0, time_budget=0.1)
+    best = train_reader(cfg, progress=False)
+    state = json.loads((Path(cfg.output_dir) / "checkpoint" / "state.json").read_text())
+    assert state["step"] == state["plan"]["total"] < 180 and best["step"] <= state["step"]
+    assert Plan(**state["plan"]).factor(state["step"]) == 0.0
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.numpy import load_file
+
+    whole = tiny_config(tmp_path / "a", tiny_reader, epochs=2.0)
+    train_reader(whole, progress=False)
+
+    cut = tiny_config(tmp_path / "b", tiny_reader, epochs=2.0)
+    calls = {"n": 0}
+    real_batch = Features.batch
+
+    def interrupted(self: Features, *args: object, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:  # in the middle of epoch 2 (3 training questions an epoch)
+            raise KeyboardInterrupt
+        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Features, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cut, progress=False)
+    state = json.loads((Path(cut.output_dir) / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4
+    monkeypatch.setattr(Features, "batch", real_batch)
+    best = train_reader(TrainConfig(), progress=False, resume=cut.output_dir)
+    assert best["step"] == 6
+    a = load_file(str(Path(whole.output_dir) / "checkpoint" / "model.safetensors"))
+    b = load_file(str(Path(cut.output_dir) / "checkpoint" / "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_without_a_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["train-reader", "--resume", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no checkpoint in" in result.stderr and "Traceback" not in result.output
