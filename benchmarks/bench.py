@@ -44,6 +44,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from qa.metrics import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "seeds" / "pentagon-ukraine-long-range-strikes.txt"
 QUESTIONS = Path(__file__).resolve().parent / "questions.txt"
@@ -67,17 +69,6 @@ def log(msg: str) -> None:
 def read_questions(path: Path) -> list[str]:
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), without numpy."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * pct / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 @dataclass
@@ -115,11 +106,11 @@ class SystemFigures:
 
     @property
     def p50_ms(self) -> float:
-        return percentile(self.latencies_s, 50) * 1000
+        return (percentile(self.latencies_s, 50) or float("nan")) * 1000
 
     @property
     def p95_ms(self) -> float:
-        return percentile(self.latencies_s, 95) * 1000
+        return (percentile(self.latencies_s, 95) or float("nan")) * 1000
 
     @property
     def throughput(self) -> float:
@@ -137,7 +128,8 @@ def time_single(
             t0 = time.perf_counter()
             ask(q)
             latencies.append(time.perf_counter() - t0)
-        log(f"{label}: latency pass {r + 1}/{repeats} done (p50 so far {percentile(latencies, 50) * 1000:.1f} ms)")
+        p50 = (percentile(latencies, 50) or 0) * 1000
+        log(f"{label}: latency pass {r + 1}/{repeats} done (p50 so far {p50:.1f} ms)")
     return latencies, answers
 
 

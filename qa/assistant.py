@@ -184,10 +184,26 @@ class Assistant:
             index = load_index(self.index_dir, manifest)
             check_chunks(index, self.documents)
         else:
-            index = build_index(self.index_dir, docs, self.embedder, self.chunk_size, self.chunk_overlap, progress)
+            index = build_index(
+                self.index_dir,
+                docs,
+                self.embedder,
+                self.chunk_size,
+                self.chunk_overlap,
+                progress,
+                previous=self._previous_index(),
+            )
         self._index = index
         self._retriever = self._given_retriever or Retriever(index, self.embedder, self.retrieval)
         return index, reason
+
+    def _previous_index(self) -> Index | None:
+        """The index on disk, if it can be read, so a rebuild re-embeds only what changed."""
+        try:
+            manifest = read_manifest(self.index_dir)
+            return load_index(self.index_dir, manifest) if manifest is not None else None
+        except IndexStoreError:
+            return None
 
     @property
     def index(self) -> Index:

@@ -109,8 +109,8 @@ def read_questions(source: str, fmt: str | None = None, stdin: IO[str] | None = 
         items = parse_questions(text, detect_format("-", fmt))
         where = "standard input"
     else:
-        fmt = detect_format(source, fmt)
-        items = parse_questions(read_input(source, "questions file", "check the path"), fmt)
+        text = read_input(source, "questions file", "check the path")  # a missing file is the first thing to say
+        items = parse_questions(text, detect_format(source, fmt))
         where = source
     if not items:
         raise InputError(f"{where} holds no questions; put one question a line (or a 'question' field/column)")

@@ -175,9 +175,7 @@ def format_result(result: Any) -> str:
 
 @cli.command("batch")
 @click.argument("input_path", metavar="INPUT")
-@click.option(
-    "--out", "-o", "out_path", default=None, type=click.Path(dir_okay=False), help="Write here instead of stdout."
-)
+@click.option("--out", "-o", "out_path", default=None, help="Write here instead of stdout.")
 @click.option(
     "--format",
     "out_format",
@@ -252,10 +250,8 @@ def batch_cmd(
 
 
 @cli.command("eval")
-@click.argument("gold_path", metavar="GOLD.jsonl", type=click.Path(dir_okay=False))
-@click.option(
-    "--report", "report_path", default=None, type=click.Path(dir_okay=False), help="Write one JSONL record a question."
-)
+@click.argument("gold_path", metavar="GOLD.jsonl")
+@click.option("--report", "report_path", default=None, help="Write one JSONL record a question.")
 @click.option("--compare", is_flag=True, help="Run dense, bm25 and hybrid retrieval; one table row each.")
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers per question.")
 @assistant_options
@@ -339,8 +335,8 @@ def split_titles(articles: str | None) -> list[str] | None:
 
 
 @cli.command("squad-predict")
-@click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions JSON.")
+@click.argument("input_path", metavar="INPUT.json")
+@click.option("--out", "-o", "out_path", required=True, help="Predictions JSON.")
 @reader_option
 @click.option("--threshold", default=None, type=float, help="Null threshold [default: the one stored with the model].")
 @articles_option
@@ -373,8 +369,8 @@ def squad_predict_cmd(
 
 
 @cli.command("squad-eval")
-@click.argument("input_path", metavar="INPUT.json", type=click.Path(dir_okay=False))
-@click.argument("predictions", metavar="PREDICTIONS.json", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT.json")
+@click.argument("predictions", metavar="PREDICTIONS.json")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @articles_option
 def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: str | None) -> None:
@@ -382,7 +378,8 @@ def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: s
 
     Example: qa squad-eval dev.json predictions.json
     """
-    from qa.squad import evaluate_predictions, load_squad, read_predictions
+    from qa.metrics import evaluate_predictions
+    from qa.squad import load_squad, read_predictions
 
     examples = load_squad(input_path, titles=split_titles(articles))
     scores = evaluate_predictions(examples, read_predictions(predictions))

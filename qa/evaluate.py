@@ -6,14 +6,13 @@ question. Each question becomes one `QuestionRecord` (what the assistant said, h
 which chunks it read); every metric is a plain function over a list of those records, so the
 figures can be recomputed from a report file and tested on hand-made records.
 
-EM and F1 are the official SQuAD v2.0 ones (`qa.squad`): an abstention is the empty answer, so
+EM and F1 are the official SQuAD v2.0 ones (`qa.metrics`): an abstention is the empty answer, so
 it scores 1 on an unanswerable question and 0 on an answerable one.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from qa.errors import InputError
 from qa.files import OutputFile, read_input, split_lines
-from qa.squad import normalize_answer, score_one
+from qa.metrics import normalize_answer, percentile, score_one
 
 if TYPE_CHECKING:
     from qa.assistant import Assistant
@@ -238,16 +237,6 @@ def recall_at(records: Sequence[QuestionRecord], k: int) -> float | None:
     """Share of answerable questions with a gold answer inside one of the first k retrieved chunks."""
     answerable = [r for r in records if r.answerable]
     return _share(sum(r.gold_rank is not None and r.gold_rank <= k for r in answerable), len(answerable))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), q in 0..100."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True)

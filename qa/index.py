@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from qa.embedding import Embedder
 
 MANIFEST = "manifest.json"
+BM25_DIR = "bm25"
 FORMAT_VERSION = 1
 
 
@@ -54,6 +55,8 @@ class Manifest:
     generation: str
     chunks: int
     created: str
+    # Articles whose chunks and vectors were copied from the previous generation, not re-embedded.
+    reused: list[str] = field(default_factory=list)
 
     def staleness(self, docs: list[Document], embed_model: str, chunk_size: int, chunk_overlap: int) -> str | None:
         """Why this index cannot answer for these documents and settings, or None if it can."""
@@ -83,6 +86,7 @@ class Index:
     manifest: Manifest
     chunks: list[Chunk]
     faiss_index: Any
+    path: Path | None = None  # the generation folder (BM25 is stored there too)
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         k = min(k, len(self.chunks))
@@ -105,6 +109,7 @@ _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "chunks": int,
     "created": str,
 }
+_OPTIONAL_TYPES: dict[str, type] = {"reused": list}
 
 
 def read_manifest(folder: Path) -> Manifest | None:
@@ -129,8 +134,12 @@ def _manifest_problem(raw: object) -> str | None:
         value = raw.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"{key!r} should be {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
-    if set(raw) - set(_MANIFEST_TYPES):
-        return f"unknown fields {sorted(set(raw) - set(_MANIFEST_TYPES))}"
+    for key, kind in _OPTIONAL_TYPES.items():
+        if key in raw and not isinstance(raw[key], kind):
+            return f"{key!r} should be {kind.__name__}, got {type(raw[key]).__name__}"
+    unknown = set(raw) - set(_MANIFEST_TYPES) - set(_OPTIONAL_TYPES)
+    if unknown:
+        return f"unknown fields {sorted(unknown)}"
     docs = raw["documents"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in docs.items()):
         return "'documents' should map article names to sha256 strings"
@@ -172,17 +181,73 @@ def load_index(folder: Path, manifest: Manifest) -> Index:
             f"index in {folder} is inconsistent ({vectors.ntotal} vectors of size {vectors.d}, {len(chunks)} chunks, "
             f"manifest says {manifest.chunks} of size {manifest.dimension}); rebuild it with: qa index --force"
         )
-    return Index(manifest, chunks, vectors)
+    return Index(manifest, chunks, vectors, gen)
+
+
+def reusable_vectors(previous: Index | None, embed_model: str, chunks: list[Chunk]) -> dict[int, int]:
+    """New chunk position -> previous chunk position, for every chunk whose vector can be copied.
+
+    Only the chunks of an article that is byte-for-byte unchanged (same sha256, same chunk
+    settings, same embedding model) qualify, and only when its chunks came out identical.
+    """
+    if previous is None or previous.manifest.embed_model != embed_model:
+        return {}
+    old: dict[str, list[int]] = {}
+    for i, c in enumerate(previous.chunks):
+        old.setdefault(c.doc_id, []).append(i)
+    new: dict[str, list[int]] = {}
+    for i, c in enumerate(chunks):
+        new.setdefault(c.doc_id, []).append(i)
+    out: dict[int, int] = {}
+    for doc_id, positions in new.items():
+        before = old.get(doc_id, [])
+        if len(before) != len(positions):
+            continue
+        pairs = list(zip(positions, before, strict=True))
+        if all(previous.chunks[j] == chunks[i] for i, j in pairs):
+            out.update(pairs)
+    return out
 
 
 def build_index(
-    folder: Path, docs: list[Document], embedder: Embedder, chunk_size: int, chunk_overlap: int, progress: bool = True
+    folder: Path,
+    docs: list[Document],
+    embedder: Embedder,
+    chunk_size: int,
+    chunk_overlap: int,
+    progress: bool = True,
+    previous: Index | None = None,
 ) -> Index:
-    """Chunk, embed and write a new generation, then switch the manifest to it atomically."""
+    """Chunk, embed and write a new generation, then switch the manifest to it atomically.
+
+    With `previous` (the index being replaced), unchanged articles keep their vectors: only the
+    added or changed articles are embedded, so the cost follows the change, not the folder.
+    """
     import faiss
+    import numpy as np
 
     chunks = chunk_documents(docs, chunk_size, chunk_overlap)
-    vectors = embedder.encode([c.text for c in chunks], progress=progress)
+    same_settings = previous is not None and (previous.manifest.chunk_size, previous.manifest.chunk_overlap) == (
+        chunk_size,
+        chunk_overlap,
+    )
+    reuse = reusable_vectors(previous if same_settings else None, embedder.name, chunks)
+    todo = [i for i in range(len(chunks)) if i not in reuse]
+    fresh = embedder.encode([chunks[i].text for i in todo], progress=progress) if todo else None
+    if reuse:
+        assert previous is not None
+        old_vectors = previous.faiss_index.reconstruct_n(0, previous.faiss_index.ntotal)
+        dim = old_vectors.shape[1]
+        if fresh is not None and fresh.shape[1] != dim:
+            raise IndexStoreError(f"the embedder gives {fresh.shape[1]} dimensions, the index {dim}; qa index --force")
+        vectors = np.zeros((len(chunks), dim), dtype=np.float32)
+        for i, j in reuse.items():
+            vectors[i] = old_vectors[j]
+        if fresh is not None:
+            vectors[todo] = fresh
+    else:
+        assert fresh is not None
+        vectors = np.asarray(fresh, dtype=np.float32)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])  # exact search; vectors are normalised
     faiss_index.add(vectors)
     manifest = Manifest(
@@ -196,6 +261,7 @@ def build_index(
         generation=f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         chunks=len(chunks),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        reused=sorted({chunks[i].doc_id for i in reuse}),
     )
     staging: Path | None = None
     try:
@@ -207,6 +273,7 @@ def build_index(
             for c in chunks:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
         faiss.write_index(faiss_index, str(staging / "vectors.faiss"))
+        save_bm25(staging / BM25_DIR, chunks)
         _fsync_dir(staging)
         staging.rename(folder / manifest.generation)
         staging = None
@@ -229,7 +296,7 @@ def build_index(
         shutil.rmtree(folder / manifest.generation, ignore_errors=True)
         raise
     _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
-    return Index(manifest, chunks, faiss_index)
+    return Index(manifest, chunks, faiss_index, folder / manifest.generation)
 
 
 def read_manifest_quietly(folder: Path) -> Manifest | None:
@@ -239,10 +306,22 @@ def read_manifest_quietly(folder: Path) -> Manifest | None:
         return None
 
 
+def save_bm25(path: Path, chunks: list[Chunk]) -> None:
+    """The BM25 index of the chunks, stored in the generation so no process rebuilds it at warm-up."""
+    import bm25s
+
+    from qa.retrieval import bm25_tokens
+
+    model = bm25s.BM25()
+    model.index([bm25_tokens(c.text) for c in chunks], show_progress=False)
+    model.save(str(path), show_progress=False)
+
+
 def _fsync_dir(path: Path) -> None:
-    for p in path.iterdir():
-        with p.open("rb") as f:
-            os.fsync(f.fileno())
+    for p in path.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
 
 
 def _remove_old_generations(folder: Path, keep: str, previous: str | None) -> None:

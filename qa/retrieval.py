@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from qa.errors import InputError
-from qa.settings import RETRIEVAL_METHODS
+from qa.settings import RETRIEVAL_METHODS, check_retrieval
 from qa.types import Passage
 
 if TYPE_CHECKING:
@@ -31,8 +30,7 @@ def bm25_tokens(text: str) -> list[str]:
 
 class Retriever:
     def __init__(self, index: Index, embedder: Embedder, method: str = "hybrid") -> None:
-        if method not in METHODS:
-            raise InputError(f"retrieval must be one of {', '.join(METHODS)}, got {method!r}")
+        check_retrieval(method)
         self.index = index
         self.embedder = embedder
         self.method = method
@@ -42,8 +40,16 @@ class Retriever:
         if self._bm25 is None:
             import bm25s
 
-            model = bm25s.BM25()
-            model.index([bm25_tokens(c.text) for c in self.index.chunks], show_progress=False)
+            stored = self.index.path / "bm25" if self.index.path is not None else None
+            model = None
+            if stored is not None and stored.is_dir():
+                try:
+                    model = bm25s.BM25.load(str(stored), show_progress=False)
+                except (OSError, ValueError, KeyError):
+                    model = None  # an index from before BM25 was stored, or a damaged copy: rebuild in memory
+            if model is None:
+                model = bm25s.BM25()
+                model.index([bm25_tokens(c.text) for c in self.index.chunks], show_progress=False)
             self._bm25 = model
         return self._bm25
 

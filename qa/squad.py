@@ -1,23 +1,20 @@
-"""SQuAD v2.0 data, the official EM/F1 metrics, reader-only prediction and threshold choice.
+"""SQuAD v2.0 data, reader-only prediction (`qa squad-predict`), threshold and calibration choice.
 
-The metric functions follow the official SQuAD v2.0 evaluation script: answers are
-normalised (lower case, no punctuation, no articles, single spaces), EM and F1 take the
-maximum over the gold answers, and "" stands for "no answer".
+The metrics themselves (official SQuAD v2.0 EM/F1) live in `qa.metrics`.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import math
-import re
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.errors import InputError
+from qa.files import atomic_write_text
+from qa.metrics import score_one
 
 if TYPE_CHECKING:
     from qa.reader import Reader
@@ -65,67 +62,6 @@ def load_squad(path: str | Path, titles: Iterable[str] | None = None) -> list[Sq
 def squad_titles(path: str | Path) -> list[str]:
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     return [a.get("title", "") for a in raw["data"]]
-
-
-# --- official metrics -------------------------------------------------------------------
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
-
-
-def get_tokens(s: str) -> list[str]:
-    return normalize_answer(s).split() if s else []
-
-
-def compute_exact(gold: str, pred: str) -> int:
-    return int(normalize_answer(gold) == normalize_answer(pred))
-
-
-def compute_f1(gold: str, pred: str) -> float:
-    gold_toks, pred_toks = get_tokens(gold), get_tokens(pred)
-    if not gold_toks or not pred_toks:
-        return float(gold_toks == pred_toks)
-    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_toks), same / len(gold_toks)
-    return 2 * precision * recall / (precision + recall)
-
-
-def gold_answers(answers: Sequence[str]) -> list[str]:
-    """Gold answers as the official script sees them: no answer is the one gold ""."""
-    real = [a for a in answers if normalize_answer(a)]
-    return real or [""]
-
-
-def score_one(answers: Sequence[str], pred: str) -> tuple[float, float]:
-    golds = gold_answers(answers)
-    return max(compute_exact(g, pred) for g in golds), max(compute_f1(g, pred) for g in golds)
-
-
-def evaluate_predictions(examples: Sequence[SquadExample], preds: dict[str, str]) -> dict[str, float]:
-    """EM/F1 (percent) overall, HasAns and NoAns; a missing prediction counts as ""."""
-    groups: dict[str, list[tuple[float, float]]] = {"all": [], "HasAns": [], "NoAns": []}
-    for ex in examples:
-        em, f1 = score_one(ex.answers, preds.get(ex.id, ""))
-        groups["all"].append((em, f1))
-        groups["HasAns" if gold_answers(ex.answers) != [""] else "NoAns"].append((em, f1))
-    out: dict[str, float] = {}
-    for name, rows in groups.items():
-        prefix = "" if name == "all" else f"{name}_"
-        out[f"{prefix}total"] = len(rows)
-        if rows:
-            out[f"{prefix}exact"] = 100.0 * sum(r[0] for r in rows) / len(rows)
-            out[f"{prefix}f1"] = 100.0 * sum(r[1] for r in rows) / len(rows)
-    return out
 
 
 # --- reader-only prediction ---------------------------------------------------------------
@@ -231,7 +167,7 @@ def fit_calibration(examples: Sequence[SquadExample], preds: Sequence[SquadPredi
 
 
 def write_predictions(path: str | Path, preds: dict[str, str]) -> None:
-    Path(path).write_text(json.dumps(preds, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(preds, ensure_ascii=False, indent=1) + "\n", "--out")
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:

@@ -41,16 +41,10 @@ from typing import Any
 import numpy as np
 
 from qa.errors import InputError
+from qa.files import atomic_write_text
+from qa.metrics import evaluate_predictions
 from qa.reader import READER_CONFIG, Reader, ReaderSettings, tokenize_windows
-from qa.squad import (
-    SquadExample,
-    apply_threshold,
-    best_threshold,
-    evaluate_predictions,
-    fit_calibration,
-    load_squad,
-    predict_spans,
-)
+from qa.squad import SquadExample, apply_threshold, best_threshold, fit_calibration, load_squad, predict_spans
 
 # Held out by article: a mix of articles with and without unanswerable questions (about 11%
 # of squad-train-38.json's questions, 38% of them unanswerable).
@@ -643,6 +637,4 @@ def save_reader(
         | {"val_articles": list(cfg.val_articles), "data": list(cfg.data)},
         "command": cfg.command,
     }
-    tmp = out_dir / (READER_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / READER_CONFIG)
+    atomic_write_text(out_dir / READER_CONFIG, json.dumps(info, indent=2) + "\n", "--output-dir")

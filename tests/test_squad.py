@@ -9,16 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from qa.cli import cli
-from qa.squad import (
-    SquadExample,
-    SquadPrediction,
-    best_threshold,
-    compute_exact,
-    compute_f1,
-    evaluate_predictions,
-    load_squad,
-    normalize_answer,
-)
+from qa.metrics import compute_exact, compute_f1, evaluate_predictions, normalize_answer
+from qa.squad import SquadExample, SquadPrediction, best_threshold, load_squad
 
 TINY = Path(__file__).parent / "data" / "squad_tiny.json"
 

@@ -7,17 +7,14 @@ a free port) and its answers are compared with the CLI's over the same articles 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +26,6 @@ QUESTIONS = [
     "Where did Trump meet Putin on August 15th?",
     "Who holds the ultimate authority on deploying ATACMS?",
 ]
-START_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rounded(value: Any) -> Any:
@@ -59,39 +49,9 @@ def qa(*args: str) -> str:
 def served(seeds_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     """(url, the --seeds/--index-dir options) of a `qa serve` running in a subprocess."""
     place = ["--seeds", str(seeds_copy), "--index-dir", str(tmp_path_factory.mktemp("serve-index"))]
-    port = free_port()
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    with log.open("w", encoding="utf-8") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qa.cli", "serve", "--port", str(port), *place],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"qa serve exited with {proc.returncode}:\n{log.read_text(encoding='utf-8')}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"qa serve did not start in {START_TIMEOUT_S}s:\n{log.read_text(encoding='utf-8')}")
-            time.sleep(0.5)
+    with start_server(place, free_port(), log) as url:
         yield url, place
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,301 @@
+"""What the web page does, as plain functions: take the assistant and input, return what to show.
+
+No Gradio here: `qa.web` lays the page out and wires these to its components and API
+endpoints; the handlers are tested as plain functions. Every library error becomes a one-line
+message, never a traceback, and the page keeps working afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qa.batch import answer_items, detect_format, parse_questions, write_records
+from qa.errors import InputError, QAError
+from qa.files import decode_bytes
+from qa.types import RECORD_FIELDS, Answer, Document, Result
+
+if TYPE_CHECKING:
+    from qa.assistant import Assistant
+
+log = logging.getLogger("qa.web")
+
+ALL_ARTICLES = "All articles"
+ANSWER_LABEL = "answer"
+MAX_TOP_K = 5
+# The page is shared by everyone who opens it; one upload must not hold the model for long.
+MAX_BATCH_QUESTIONS = 1000
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
+_MD_LIST_START = re.compile(r"^(\s*)(?:([-+])|(\d+)([.)]))(?=\s)")
+
+
+def md_escape(text: str) -> str:
+    """Article text shown as Markdown must read literally (no emphasis, links, lists, math or HTML)."""
+    flat = _MD_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
+    return _MD_LIST_START.sub(
+        lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\{m.group(4)}"), flat
+    )
+
+
+def error_message(exc: BaseException) -> str:
+    return f"**Cannot answer:** {md_escape(str(exc))}"
+
+
+def unexpected_message(exc: BaseException) -> str:
+    # The details go to the server's log; the person asking gets one line and a working page.
+    log.exception("unexpected error in a web handler")
+    return f"**Something went wrong** ({md_escape(type(exc).__name__)}); please try again."
+
+
+def parse_top_k(top_k: object, limit: int | None = MAX_TOP_K) -> int:
+    """Gradio sliders and API clients send numbers as floats or strings; only whole numbers count."""
+    wanted = f"a whole number from 1 to {limit}" if limit else "a whole number of at least 1"
+    try:
+        value = float(top_k)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"top-k must be {wanted}, got {top_k!r}") from exc
+    if not value.is_integer() or value < 1 or (limit is not None and value > limit):
+        raise InputError(f"top-k must be {wanted}, got {top_k!r}")
+    return int(value)
+
+
+def resolve_doc(doc: str | None) -> str | None:
+    """The article choice as the assistant takes it: None means all articles."""
+    if doc is None or not str(doc).strip() or doc == ALL_ARTICLES:
+        return None
+    return str(doc)
+
+
+def highlight_value(document: Document, answer: Answer | None) -> dict[str, Any]:
+    """The article for `gr.HighlightedText`, with the answer marked at its exact character offsets."""
+    if answer is None:
+        return {"text": document.text, "entities": []}
+    if document.text[answer.start : answer.end] != answer.text:
+        # A highlight that is not exactly the cited text would mislead; refuse rather than show it.
+        raise RuntimeError(f"answer offsets {answer.start}-{answer.end} do not match its text in {document.doc_id}")
+    return {
+        "text": document.text,
+        "entities": [{"start": answer.start, "end": answer.end, "entity": ANSWER_LABEL}],
+    }
+
+
+def passage_rows(result: Result) -> list[list[Any]]:
+    """[rank, score, doc_id, chunk_id, start, end, text] for each retrieved passage."""
+    return [
+        [p.rank, p.score, p.chunk.doc_id, p.chunk.chunk_id, p.chunk.start, p.chunk.end, p.chunk.text]
+        for p in result.passages
+    ]
+
+
+def answer_rows(answers: list[Answer], first: int = 1) -> list[list[Any]]:
+    """[n, text, score, doc_id, chunk_id, start, end, sentence] for each answer, numbered from `first`."""
+    return [
+        [n, a.text, a.score, a.doc_id, a.chunk_id, a.start, a.end, a.sentence] for n, a in enumerate(answers, first)
+    ]
+
+
+def passages_markdown(rows: list[list[Any]]) -> str:
+    return "\n\n".join(
+        f"**{rank}.** score {score:.4f} · {md_escape(doc_id)} · chunk {chunk_id} · characters {start}-{end}\n\n"
+        f"> {md_escape(text)}"
+        for rank, score, doc_id, chunk_id, start, end, text in rows
+    )
+
+
+def answers_markdown(rows: list[list[Any]]) -> str:
+    return "\n\n".join(
+        f"**{n}. {md_escape(text)}** · confidence {score:.2f} · {md_escape(doc_id)} · chunk {chunk_id} · "
+        f"characters {start}-{end}\n\n> {md_escape(sentence)}"
+        for n, text, score, doc_id, chunk_id, start, end, sentence in rows
+    )
+
+
+def sentence_markdown(answer: Answer) -> str:
+    """The cited sentence with the answer in bold, at its offsets (plain when the span leaves the sentence)."""
+    i, j = answer.start - answer.sentence_start, answer.end - answer.sentence_start
+    s = answer.sentence
+    if not (0 <= i < j <= len(s)) or s[i:j] != answer.text:
+        return md_escape(s)
+    return f"{md_escape(s[:i])}**{md_escape(s[i:j])}**{md_escape(s[j:])}"
+
+
+@dataclass(frozen=True)
+class AskView:
+    """What the Ask tab shows for one question."""
+
+    status: str
+    citation: str = ""
+    highlight: dict[str, Any] | None = None  # a gr.HighlightedText value, or None to clear it
+    highlight_label: str = "The article"
+    others: list[list[Any]] = field(default_factory=list)  # the answers after the first (top-k > 1)
+    passages: list[list[Any]] = field(default_factory=list)
+    abstained: bool = False
+    result: dict[str, Any] | None = None  # Result.to_dict(), as `qa ask --json` prints it
+
+
+def render_result(documents: dict[str, Document], result: Result) -> AskView:
+    if result.error is not None:
+        return AskView(status=f"**Cannot answer:** {md_escape(result.error)}", result=result.to_dict())
+    passages = passage_rows(result)
+    best = result.answer
+    if best is None:
+        top = result.passages[0].chunk.doc_id if result.passages else None
+        return AskView(
+            status=(
+                "### The article does not say.\n"
+                "No answer in the article is confident enough, so none is given. "
+                "The closest passages are listed below."
+            ),
+            highlight=highlight_value(documents[top], None) if top else None,
+            highlight_label=f"The article ({top}): nothing highlighted" if top else "The article",
+            passages=passages,
+            abstained=True,
+            result=result.to_dict(),
+        )
+    citation = (
+        f"> {sentence_markdown(best)}\n\n"
+        f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}"
+    )
+    return AskView(
+        status=f"### {md_escape(best.text)}\nconfidence **{best.score:.2f}**",
+        citation=citation,
+        highlight=highlight_value(documents[best.doc_id], best),
+        highlight_label=f"The article ({best.doc_id}), with the answer highlighted",
+        others=answer_rows(result.answers[1:], first=2),
+        passages=passages,
+        result=result.to_dict(),
+    )
+
+
+def ask_handler(assistant: Assistant, question: str | None, top_k: object = 1, doc: str | None = None) -> AskView:
+    """Answer one question for the page; bad input becomes a message, never an exception."""
+    try:
+        result = assistant.ask(question or "", top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
+        return render_result(assistant.documents, result)
+    except QAError as exc:
+        return AskView(status=error_message(exc))
+    except Exception as exc:
+        return AskView(status=unexpected_message(exc))
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """What the Batch tab shows for one upload."""
+
+    status: str
+    rows: list[list[Any]] = field(default_factory=list)  # RECORD_FIELDS order, None shown as ""
+    files: list[str] = field(default_factory=list)  # the results to download (.csv and .jsonl)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def upload_path(upload: object) -> tuple[Path, str] | None:
+    """The server-side path and the original file name of an upload, whatever shape Gradio gave it."""
+    if upload is None:
+        return None
+    if isinstance(upload, (str, Path)):
+        return Path(upload), Path(upload).name
+    if isinstance(upload, dict):
+        path, name = upload.get("path"), upload.get("orig_name")
+    else:
+        path, name = getattr(upload, "path", None), getattr(upload, "orig_name", None)
+    if not path:
+        return None
+    return Path(path), str(name or Path(path).name)
+
+
+def check_uploaded(path: Path, upload_root: Path | None) -> None:
+    """Read only files uploaded to this server: an API client must not name any other file on it."""
+    if upload_root is not None and not path.resolve().is_relative_to(upload_root.resolve()):
+        raise InputError("that file was not uploaded to this server; send the file itself (gradio_client.handle_file)")
+
+
+def read_upload(path: Path, name: str) -> list[Any]:
+    if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
+        raise InputError(
+            f"{name} is not a CSV, JSONL or TXT file; upload questions as .csv (with a 'question' column), "
+            ".jsonl (one JSON object with a 'question' per line) or .txt (one question per line)"
+        )
+    fmt = detect_format(name)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise InputError(f"{name} is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB; split it, or use qa batch")
+    items = parse_questions(decode_bytes(raw), fmt)
+    if not items:
+        raise InputError(f"{name} has no questions in it")
+    if len(items) > MAX_BATCH_QUESTIONS:
+        raise InputError(
+            f"{name} has {len(items)} questions; the page answers at most {MAX_BATCH_QUESTIONS} at once "
+            "(use qa batch for more)"
+        )
+    return items
+
+
+def write_downloads(records: list[dict[str, Any]], stem: str, out_dir: Path | None = None) -> list[str]:
+    # A fresh folder per request, so two people batching at once never overwrite each other's results.
+    folder = Path(tempfile.mkdtemp(prefix="qa-batch-", dir=out_dir))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "questions"
+    paths = []
+    for fmt in ("csv", "jsonl"):
+        path = folder / f"{safe}-answers.{fmt}"
+        with path.open("w", encoding="utf-8", newline="") as f:
+            write_records(records, f, fmt)
+        paths.append(str(path))
+    return paths
+
+
+def batch_summary(name: str, records: list[dict[str, Any]]) -> str:
+    answered = sum(1 for r in records if r["answer"] is not None)
+    errors = [r for r in records if r["error"]]
+    lines = [
+        f"**{len(records)} questions** from {md_escape(name)}: {answered} answered, "
+        f"{len(records) - answered - len(errors)} abstained (the article does not say), {len(errors)} with errors."
+    ]
+    for r in errors[:5]:
+        lines.append(f"- id {md_escape(str(r['id']))}: {md_escape(str(r['error']))}")
+    if len(errors) > 5:
+        lines.append(f"- … and {len(errors) - 5} more (see the error column)")
+    return "\n".join(lines)
+
+
+def read_checked_upload(upload: object, upload_root: Path | None, missing: str) -> tuple[list[Any], str]:
+    """The questions of an uploaded file (page or API) and its name; only files under `upload_root`."""
+    found = upload_path(upload)
+    if found is None:
+        raise InputError(missing)
+    path, name = found
+    check_uploaded(path, upload_root)
+    return read_upload(path, name), name
+
+
+def batch_handler(
+    assistant: Assistant,
+    upload: object,
+    top_k: object = 1,
+    doc: str | None = None,
+    out_dir: Path | None = None,
+    upload_root: Path | None = None,
+) -> BatchView:
+    """Answer an uploaded questions file; a bad row keeps its place with an error, a bad file gets a message.
+
+    With `upload_root`, only files under it are read (the server passes Gradio's upload folder).
+    """
+    try:
+        items, name = read_checked_upload(upload, upload_root, "upload a .csv, .jsonl or .txt file of questions first")
+        records = answer_items(assistant, items, top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
+        files = write_downloads(records, Path(name).stem, out_dir)
+    except QAError as exc:
+        return BatchView(status=error_message(exc))
+    except Exception as exc:
+        return BatchView(status=unexpected_message(exc))
+    rows = [["" if r[k] is None else r[k] for k in RECORD_FIELDS] for r in records]
+    return BatchView(status=batch_summary(name, records), rows=rows, files=files, records=records)

@@ -1,0 +1,69 @@
+"""Pure-Python stand-ins for the models, for tests where the models are not under test.
+
+They meet `qa.protocols` (ReaderLike, EmbedderLike), so an `Assistant` built with them runs the
+real pipeline (documents, chunking, FAISS index, retrieval, decoding, citations) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from qa.reader import ReaderSettings, Span
+
+_WORD = re.compile(r"\w+")
+
+
+class FakeReader:
+    """Answers a question with every place its passage holds the text `answers[question]`.
+
+    The gap falls with each later occurrence in a passage (5, 4, 3, ...), so "best" is defined;
+    questions it has no answer for get no span at all.
+    """
+
+    model_name = "fake-reader"
+
+    def __init__(self, answers: dict[str, str], null_threshold: float = 0.0) -> None:
+        self.answers = answers
+        self.settings = ReaderSettings(null_threshold=null_threshold, calib_a=1.0, calib_b=0.0)
+        self.calls: list[int] = []  # pairs read per call (to check batching)
+
+    def warm_up(self) -> None:
+        pass
+
+    def read(self, questions: list[str], contexts: list[str], n_best: int = 5) -> list[list[Span]]:
+        self.calls.append(len(questions))
+        out = []
+        for q, ctx in zip(questions, contexts, strict=True):
+            target = self.answers.get(q)
+            spans = []
+            if target:
+                for n, m in enumerate(re.finditer(re.escape(target), ctx)):
+                    spans.append(Span(m.start(), m.end(), 5.0 - n, 0))
+            out.append(spans[:n_best])
+        return out
+
+
+class FakeEmbedder:
+    """Hashed bag of words, L2-normalised: texts sharing words are close."""
+
+    name = "fake-embedder"
+
+    def __init__(self, dimension: int = 64) -> None:
+        self.dimension = dimension
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    def warm_up_queries(self) -> None:
+        pass

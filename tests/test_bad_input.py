@@ -1,0 +1,353 @@
+"""Bad input and faults, met the way users meet them: the real `qa` process and the real server.
+
+Every case must end in one clear line (or correct output), exit status 1 for a user mistake,
+never a traceback, never lost work, and nothing touched outside the path the user named. The
+reader is the tiny random model (fast; these tests are about plumbing, not answers) and the
+embedder is the real packaged one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import free_port, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLE_NAME = "pentagon-ukraine-long-range-strikes.txt"
+QUESTIONS = ["Who devised the process?", "When did Trump meet Putin?", "Where is Elmendorf?"]
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory, tiny_reader: Path) -> dict[str, str]:
+    """Private articles and a ready index, so no case rebuilds anything by accident."""
+    seeds = tmp_path_factory.mktemp("bad-seeds")
+    shutil.copy(ROOT / "seeds" / ARTICLE_NAME, seeds / ARTICLE_NAME)
+    index = tmp_path_factory.mktemp("bad-index")
+    env = {"QA_SEEDS": str(seeds), "QA_INDEX_DIR": str(index), "QA_READER_MODEL": str(tiny_reader)}
+    done = qa(env, "index")
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def qa(
+    env: dict[str, str], *args: str | bytes, stdin: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "qa.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=full,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[bytes], *needles: str) -> str:
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 1, (done.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]
+
+
+def records(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.split("\n") if line]
+
+
+def write_questions(path: Path, questions: list[str] = QUESTIONS) -> Path:
+    path.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    return path
+
+
+# --- the output path ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_device_as_output_is_refused_and_left_a_device(place: dict[str, str], tmp_path: Path) -> None:
+    before = os.stat("/dev/full")
+    done = qa(place, "batch", str(write_questions(tmp_path / "q.txt")), "--out", "/dev/full")
+    one_line_error(done, "/dev/full", "character device", "--out")
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_a_symlink_output_is_written_through(place: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "real" / "answers.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    done = qa(place, "batch", str(write_questions(tmp_path / "q.txt")), "--out", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert [r["question"] for r in records(target.read_text(encoding="utf-8"))] == QUESTIONS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "q.txt", "real"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["answers.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("out", "needles"),
+    [
+        ("missing-folder/answers.jsonl", ("does not exist", "--out")),
+        ("/sys/answers.jsonl", ("cannot write in /sys", "--out")),  # read-only even for root
+        (".", ("is a folder", "--out")),
+    ],
+)
+def test_a_bad_output_path_fails_before_any_work(
+    place: dict[str, str], tmp_path: Path, out: str, needles: tuple[str, ...]
+) -> None:
+    questions = write_questions(tmp_path / "q.txt")
+    done = qa(place, "batch", str(questions), "--out", out, cwd=tmp_path)
+    one_line_error(done, *needles)
+    assert b"questions:" not in done.stderr  # no progress bar: nothing was answered and thrown away
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.txt"]
+
+
+def test_a_report_path_is_checked_before_evaluating(place: dict[str, str], tmp_path: Path) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "1", "question": QUESTIONS[0], "answers": ["Colby"]}) + "\n")
+    done = qa(place, "eval", str(gold), "--report", str(tmp_path / "nope" / "r.jsonl"))
+    one_line_error(done, "does not exist", "--report")
+
+
+# --- text that is not text -----------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_in_jsonl_is_one_error_record(place: dict[str, str], tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a", "question": QUESTIONS[0]}),
+        '{"id": "b", "question": "Who \\ud800 is it?"}',
+        json.dumps({"id": "c", "question": QUESTIONS[1]}),
+    ]
+    (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    done = qa(place, "batch", str(tmp_path / "q.jsonl"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    got = records(out.read_text(encoding="utf-8"))
+    assert [r["id"] for r in got] == ["a", "b", "c"]
+    assert got[0]["answer"] is not None and got[2]["answer"] is not None
+    assert got[1]["answer"] is None and "not UTF-8" in got[1]["error"]
+
+
+def test_non_utf8_bytes_in_an_argument_are_one_line(place: dict[str, str]) -> None:
+    done = qa(place, "ask", b"Who \xff\xfe devised it?")
+    one_line_error(done, "not UTF-8")
+
+
+def test_non_utf8_bytes_on_stdin_cost_only_their_line(place: dict[str, str]) -> None:
+    stdin = QUESTIONS[0].encode() + b"\nWho \xff devised it?\n" + QUESTIONS[1].encode() + b"\n"
+    done = qa(place, "batch", "-", stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    got = records(done.stdout.decode("utf-8"))
+    assert [r["id"] for r in got] == [1, 2, 3]
+    assert got[1]["error"] and "not UTF-8" in got[1]["error"] and got[1]["question"] == "Who \ufffd devised it?"
+    assert got[0]["answer"] is not None and got[2]["answer"] is not None
+
+
+def test_line_separators_inside_jsonl_do_not_split_records_and_output_reads_back(
+    place: dict[str, str], tmp_path: Path
+) -> None:
+    odd = ["Who devised\u2028the process?", "When did\u2029Trump meet Putin?", "Where is\x85Elmendorf?"]
+    (tmp_path / "q.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "question": q}, ensure_ascii=False) for i, q in enumerate(odd)) + "\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.jsonl"
+    assert qa(place, "batch", str(tmp_path / "q.jsonl"), "--out", str(out)).returncode == 0
+    got = records(out.read_text(encoding="utf-8"))
+    assert [r["question"] for r in got] == odd and not any(r["error"] for r in got)
+    again = tmp_path / "again.jsonl"
+    done = qa(place, "batch", str(out), "--out", str(again))  # its own output is valid input
+    assert done.returncode == 0, done.stderr
+    assert [r["question"] for r in records(again.read_text(encoding="utf-8"))] == odd
+
+
+# --- questions files -----------------------------------------------------------------------------
+
+
+def test_an_empty_questions_file_says_so(place: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "q.txt").write_text("\n  \n", encoding="utf-8")
+    one_line_error(qa(place, "batch", str(tmp_path / "q.txt")), "holds no questions")
+
+
+def test_csv_header_is_matched_loosely(place: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "q.csv").write_text("ID, Question \nx," + QUESTIONS[0] + "\n", encoding="utf-8")
+    done = qa(place, "batch", str(tmp_path / "q.csv"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout.decode("utf-8"))))
+    assert rows[0]["id"] == "x" and rows[0]["question"] == QUESTIONS[0] and not rows[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["ask", "   "], ("question is empty",)),
+        (["ask", "x" * 5000], ("keep it under",)),
+        (["ask", "Why?", "--reader-model", "tests/no-such-reader"], ("reader model not found",)),
+        (["batch", "no-such-file.txt"], ("does not exist",)),
+        (["batch", "tests"], ("is a folder",)),
+    ],
+)
+def test_user_mistakes_are_one_line(place: dict[str, str], args: list[str], needles: tuple[str, ...]) -> None:
+    started = time.monotonic()
+    one_line_error(qa(place, *args, cwd=ROOT), *needles)
+    assert time.monotonic() - started < 60  # a missing local model is not looked up on a hub
+
+
+# --- articles and the index ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        (b"", ("is empty",)),
+        (b"Caf\xe9 society.\n", ("not UTF-8",)),
+    ],
+)
+def test_bad_articles_are_one_line(tmp_path: Path, tiny_reader: Path, content: bytes, needles: tuple[str, ...]) -> None:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "a.txt").write_bytes(content)
+    env = {"QA_SEEDS": str(seeds), "QA_INDEX_DIR": str(tmp_path / "index"), "QA_READER_MODEL": str(tiny_reader)}
+    one_line_error(qa(env, "ask", "Why?"), *needles)
+    assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"documents": None},
+        {"chunks": "many"},
+        {"generation": "../../etc"},
+    ],
+)
+def test_a_manifest_with_wrong_types_is_reported(place: dict[str, str], tmp_path: Path, change: dict[str, Any]) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(place["QA_INDEX_DIR"], index)
+    manifest = json.loads((index / "manifest.json").read_text())
+    (index / "manifest.json").write_text(json.dumps(manifest | change))
+    one_line_error(qa(place | {"QA_INDEX_DIR": str(index)}, "ask", "Why?"), "corrupt", "qa index --force")
+
+
+def test_a_full_disk_while_indexing_leaves_the_old_index_and_no_staging(
+    place: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    from qa.assistant import Assistant
+    from qa.errors import IndexStoreError
+
+    index = tmp_path / "index"
+    shutil.copytree(place["QA_INDEX_DIR"], index)
+    before = sorted(p.name for p in index.iterdir())
+
+    def full(*args: object) -> None:
+        raise RuntimeError("Error in faiss::FileIOWriter: ret == (n) failed: write error: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    assistant = Assistant(place["QA_SEEDS"], index, log=lambda msg: None)
+    with pytest.raises(IndexStoreError, match="No space left on device") as err:
+        assistant.build_index(force=True, progress=False)
+    assert "previous index is unchanged" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in index.iterdir()) == before
+    monkeypatch.undo()
+    assert Assistant(place["QA_SEEDS"], index, log=lambda msg: None).index_status() is None
+
+
+def test_qa_works_from_another_folder(tmp_path: Path) -> None:
+    """Without --seeds, outside the checkout: the project's own seeds/ and index/ are used."""
+    done = qa({}, "ask", "Who devised the process?", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    text = (ROOT / "seeds" / ARTICLE_NAME).read_text(encoding="utf-8")
+    assert all(text[a["start"] : a["end"]] == a["text"] for a in result["answers"])
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- interrupting a long batch -------------------------------------------------------------------
+
+
+def test_ctrl_c_in_a_long_batch_keeps_what_was_answered(place: dict[str, str], tmp_path: Path) -> None:
+    questions = write_questions(tmp_path / "q.txt", [f"{QUESTIONS[i % 3]} ({i})" for i in range(3000)])
+    out = tmp_path / "answers.jsonl"
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **place}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "batch", str(questions), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        env=full,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until some records sit in the temporary file
+        partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.stat().st_size > 0]
+        if partial or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "Interrupted: kept" in text
+    got = records(out.read_text(encoding="utf-8"))
+    assert 0 < len(got) < 3000
+    assert [r["id"] for r in got] == list(range(1, len(got) + 1))  # in input order, none skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "q.txt"]
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_reader: Path) -> Any:
+    """A real `qa serve` over a private, editable copy of the article (tiny reader)."""
+    seeds = tmp_path_factory.mktemp("served-seeds")
+    shutil.copy(ROOT / "seeds" / ARTICLE_NAME, seeds / ARTICLE_NAME)
+    index = tmp_path_factory.mktemp("served-index")
+    args = ["--seeds", str(seeds), "--index-dir", str(index), "--reader-model", str(tiny_reader)]
+    log = tmp_path_factory.mktemp("served-log") / "serve.log"
+    with start_server(args, free_port(), log) as url:
+        from gradio_client import Client
+
+        yield Client(url, verbose=False), seeds / ARTICLE_NAME
+
+
+def test_the_server_refuses_a_lone_surrogate_with_a_message(server: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    client, _ = server
+    with pytest.raises(AppError, match="not UTF-8"):
+        client.predict("Who \ud800 devised it?", 1, None, api_name="/ask")
+    with pytest.raises(AppError, match="question is empty"):
+        client.predict("  ", 1, None, api_name="/ask")
+    ok = client.predict(QUESTIONS[0], 1, None, api_name="/ask")  # and it keeps working
+    assert ok["error"] is None
+
+
+def test_the_server_never_cites_a_stale_article(server: Any) -> None:
+    client, article = server
+    first = client.predict(QUESTIONS[0], 3, None, api_name="/ask")
+    assert first["answers"]
+    new_text = "BREAKING: an update was added at the top.\n\n" + article.read_text(encoding="utf-8")
+    article.write_text(new_text, encoding="utf-8")
+    second = client.predict(QUESTIONS[0], 3, None, api_name="/ask")
+    assert second["answers"]
+    for a in second["answers"]:
+        assert new_text[a["start"] : a["end"]] == a["text"]
+    for p in second["passages"]:
+        assert new_text[p["start"] : p["end"]] == p["text"]
