@@ -216,7 +216,8 @@ def batch_cmd(
     writer = RecordWriter(out.stream if out else sys.stdout, out_format)
     counts = {"answered": 0, "abstained": 0, "errors": 0}
     try:
-        for record in iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id):
+        records = iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
+        for record in records:
             writer.write(record)
             counts["errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"] += 1
             if out is None and writer.count % 16 == 0:

@@ -66,6 +66,8 @@ class Settings:
     chunk_overlap: int = 200
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", Path(self.seeds))  # str paths from callers (or Ray) too
+        object.__setattr__(self, "index_dir", Path(self.index_dir))
         check_retrieval(self.retrieval)
         if not isinstance(self.passages, int) or isinstance(self.passages, bool) or self.passages < 1:
             raise InputError(f"passages must be a whole number of at least 1, got {self.passages!r}")

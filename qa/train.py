@@ -601,7 +601,35 @@ def train_reader(cfg: TrainConfig, progress: bool = True, resume: str | None = N
         run_validation(step / steps_per_epoch)
     save_checkpoint()
     assert best is not None
-    return best
+    return calibrate_saved_reader(out_dir, val, progress) or best
+
+
+def calibrate_saved_reader(
+    out_dir: str | Path, val: Sequence[SquadExample], progress: bool = True
+) -> dict[str, Any] | None:
+    """Choose the null threshold and calibration again on the saved float16 reader, read the way
+    the assistant reads it (same dtype), so the stored threshold fits the shipped weights.
+
+    Updates qa_reader.json (validation figures included) and returns the new result; None when
+    there is no saved reader yet.
+    """
+    path = Path(out_dir) / READER_CONFIG
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    reader = Reader(str(out_dir))
+    result = validate(reader, val, progress)
+    info.update(null_threshold=result["null_threshold"], calib_a=result["calib_a"], calib_b=result["calib_b"])
+    info["validation"] = {**info["validation"], **result["metrics"], "dtype": reader.dtype}
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n", "--output-dir")
+    m = result["metrics"]
+    print(
+        f"saved reader ({reader.dtype}): validation EM {m['exact']:.2f} F1 {m['f1']:.2f} "
+        f"(HasAns F1 {m.get('HasAns_f1', float('nan')):.2f}, NoAns {m.get('NoAns_f1', float('nan')):.2f}), "
+        f"null threshold {result['null_threshold']:.3f}",
+        file=sys.stderr,
+    )
+    return {**result, "epoch": info["validation"].get("epoch"), "step": info["validation"].get("step")}
 
 
 def _tuple_state(raw: Any) -> Any:

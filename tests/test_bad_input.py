@@ -324,15 +324,29 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_reader: Path) -> Any:
     with start_server(args, free_port(), log) as url:
         from gradio_client import Client
 
-        yield Client(url, verbose=False), seeds / ARTICLE_NAME
+        yield Client(url, verbose=False), seeds / ARTICLE_NAME, url
+
+
+def call_over_http(url: str, api: str, data: list[Any]) -> str:
+    """Gradio's HTTP API as any client speaks it; json.dumps escapes a lone surrogate as \\ud800."""
+    import urllib.request
+
+    body = json.dumps({"data": data}).encode("ascii")
+    request = urllib.request.Request(
+        f"{url}gradio_api/call/{api}", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=120) as response:
+        return response.read().decode("utf-8")
 
 
 def test_the_server_refuses_a_lone_surrogate_with_a_message(server: Any) -> None:
     from gradio_client.exceptions import AppError
 
-    client, _ = server
-    with pytest.raises(AppError, match="not UTF-8"):
-        client.predict("Who \ud800 devised it?", 1, None, api_name="/ask")
+    client, _, url = server
+    stream = call_over_http(url, "ask", ["Who \ud800 devised it?", 1, None])
+    assert "event: error" in stream and "not UTF-8" in stream, stream
     with pytest.raises(AppError, match="question is empty"):
         client.predict("  ", 1, None, api_name="/ask")
     ok = client.predict(QUESTIONS[0], 1, None, api_name="/ask")  # and it keeps working
@@ -340,7 +354,7 @@ def test_the_server_refuses_a_lone_surrogate_with_a_message(server: Any) -> None
 
 
 def test_the_server_never_cites_a_stale_article(server: Any) -> None:
-    client, article = server
+    client, article, _ = server
     first = client.predict(QUESTIONS[0], 3, None, api_name="/ask")
     assert first["answers"]
     new_text = "BREAKING: an update was added at the top.\n\n" + article.read_text(encoding="utf-8")

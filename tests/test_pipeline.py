@@ -149,15 +149,18 @@ def test_changing_one_article_re_embeds_only_that_article(tmp_path: Path) -> Non
     for name in ("a", "b", "c"):
         (seeds / f"{name}.txt").write_text(f"Article {name}. " + TEXT, encoding="utf-8")
     embedder = CountingEmbedder()
-    make_one = lambda: Assistant(
-        seeds,
-        tmp_path / "index",
-        embedder=embedder,
-        reader=FakeReader({}),  # noqa: E731
-        chunk_size=120,
-        chunk_overlap=40,
-        log=lambda m: None,
-    )  # type: ignore[arg-type]
+
+    def make_one() -> Assistant:
+        return Assistant(
+            seeds,
+            tmp_path / "index",
+            embedder=embedder,
+            reader=FakeReader({}),  # type: ignore[arg-type]
+            chunk_size=120,
+            chunk_overlap=40,
+            log=lambda m: None,
+        )
+
     first, _ = make_one().build_index()
     n_per_article = len(first.chunks) // 3
     embedder.encoded.clear()
