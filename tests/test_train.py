@@ -166,7 +166,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     assert state["step"] == 4
     monkeypatch.setattr(Features, "batch", real_batch)
     best = train_reader(TrainConfig(), progress=False, resume=cut.output_dir)
-    assert best["step"] == 6
+    state = json.loads((Path(cut.output_dir) / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 6 and best["step"] <= 6
     a = load_file(str(Path(whole.output_dir) / "checkpoint" / "model.safetensors"))
     b = load_file(str(Path(cut.output_dir) / "checkpoint" / "model.safetensors"))
     for name in a:

@@ -325,7 +325,6 @@ def test_batch_jsonl_and_txt(assistant: Any, document: Document) -> None:
         ("questions.pdf", "%PDF-1.4", "is not a CSV, JSONL or TXT file"),
         ("questions", "a question?", "is not a CSV, JSONL or TXT file"),
         ("questions.csv", "id,text\n1,hello\n", "no 'question' column"),
-        ("questions.txt", b"caf\xe9?\n", "not UTF-8"),
         ("questions.txt", "\n  \n", "has no questions"),
     ],
 )
@@ -333,6 +332,16 @@ def test_bad_uploads_get_a_message(assistant: Any, document: Document, name: str
     view = web.batch_handler(assistant, _write(document, name, content), 1, None)
     assert view.status.startswith("**Cannot answer:**") and message in view.status.replace("\\", "")
     assert view.rows == [] and view.files == []
+
+
+@pytest.mark.slow
+def test_an_undecodable_line_in_an_upload_is_one_error_row(assistant: Any, document: Document) -> None:
+    # Decoded like `qa batch` reads files: the bad line keeps its place with an error, the rest is answered.
+    upload = _write(document, "questions.txt", b"caf\xe9?\nWho devised the process?\n")
+    view = web.batch_handler(assistant, upload, 1, None)
+    assert [r["id"] for r in view.records] == [1, 2]
+    assert "not UTF-8" in view.records[0]["error"] and view.records[1]["error"] is None
+    assert "not UTF-8" in view.status.replace("\\", "") and len(view.files) == 2
 
 
 @pytest.mark.slow
