@@ -19,8 +19,6 @@ import click
 
 from qa.errors import QAError
 
-DEFAULT_SQUAD = "../shared/data/squad/squad-train-38.json"
-
 
 def _err(msg: str) -> None:
     click.echo(msg, err=True)
@@ -416,7 +414,7 @@ def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: s
     help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2), a trained reader folder, or 'shipped'.",
 )
 @click.option("--epochs", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--learning-rate", "--lr", default=5e-5, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--learning-rate", "--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-length", default=384, show_default=True, type=click.IntRange(min=32))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(min=0))

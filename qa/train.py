@@ -44,12 +44,15 @@ from qa.errors import InputError
 from qa.files import atomic_write_text
 from qa.metrics import evaluate_predictions
 from qa.reader import READER_CONFIG, Reader, ReaderSettings, tokenize_windows
+from qa.settings import PROJECT_ROOT
 from qa.squad import SquadExample, apply_threshold, best_threshold, fit_calibration, load_squad, predict_spans
 
 # Held out by article: a mix of articles with and without unanswerable questions (about 11%
 # of squad-train-38.json's questions, 38% of them unanswerable).
 VALIDATION_ARTICLES = ("Economic_inequality", "Rhine", "Harvard_University", "Kenya")
-DEFAULT_DATA = ("../shared/data/squad/squad-train-442.json", "../shared/data/squad/squad-train-38.json")
+# ../shared/ beside the checkout (as in CI), wherever the command is run from.
+SHARED_SQUAD = PROJECT_ROOT.parent / "shared" / "data" / "squad"
+DEFAULT_DATA = (str(SHARED_SQUAD / "squad-train-442.json"), str(SHARED_SQUAD / "squad-train-38.json"))
 CHECKPOINT_DIR = "checkpoint"
 FEATURES_FILE = "features.npz"
 LOG_FILE = "training_log.jsonl"
@@ -64,7 +67,7 @@ class TrainConfig:
     output_dir: str = "runs/reader"
     base_model: str | None = None
     epochs: float = 2.0
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4  # chosen from pilot runs (model card)
     batch_size: int = 16
     max_length: int = 384
     stride: int = 128
