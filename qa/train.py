@@ -669,3 +669,38 @@ def save_reader(
         "command": cfg.command,
     }
     atomic_write_text(out_dir / READER_CONFIG, json.dumps(info, indent=2) + "\n", "--output-dir")
+
+
+def predict_with_other_paragraphs(
+    reader: Reader, val: Sequence[SquadExample], others: int = 2, seed: int = 0, progress: bool = True
+) -> list[Any]:
+    """Each validation question read as the assistant reads it: its own paragraph plus `others`
+    other paragraphs of the same article, the best span over all of them (SquadPrediction list).
+
+    The assistant reads 3 retrieved chunks and answers with the best span among them, so the
+    null threshold that fits it is the one chosen on this, not on the lone gold paragraph.
+    """
+    import math
+
+    from qa.squad import SquadPrediction
+
+    rng = random.Random(seed)
+    by_title: dict[str, list[str]] = collections.defaultdict(list)
+    for ex in val:
+        if ex.context not in by_title[ex.title]:
+            by_title[ex.title].append(ex.context)
+    questions, contexts, owner = [], [], []
+    for n, ex in enumerate(val):
+        pool = [c for c in by_title[ex.title] if c != ex.context]
+        for ctx in [ex.context, *rng.sample(pool, min(others, len(pool)))]:
+            questions.append(ex.question)
+            contexts.append(ctx)
+            owner.append(n)
+    best: list[tuple[float, str]] = [(-math.inf, "")] * len(val)
+    step = 192
+    for i in range(0, len(questions), step):
+        spans = reader.read(questions[i : i + step], contexts[i : i + step], n_best=1)
+        for j, found in enumerate(spans, i):
+            if found and found[0].gap > best[owner[j]][0]:
+                best[owner[j]] = (found[0].gap, contexts[j][found[0].start : found[0].end])
+    return [SquadPrediction(ex.id, text, gap) for ex, (gap, text) in zip(val, best, strict=True)]
