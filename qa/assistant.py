@@ -29,9 +29,6 @@ from qa.settings import Settings, check_retrieval
 from qa.types import Document, Passage, Result
 
 MAX_QUESTION_CHARS = 500
-
-# Answers batches of checked questions, in order: (batches, top_k, doc_id) -> one list of results a batch.
-BatchRunner = Callable[[list[list[str]], int, "str | None"], Iterator[list[Result]]]
 DEFAULT_PASSAGES = Settings.passages
 DEFAULT_RETRIEVAL = Settings.retrieval
 
@@ -271,19 +268,14 @@ class Assistant:
         progress: bool = False,
         batch_size: int = 64,
         total: int | None = None,
-        runner: BatchRunner | None = None,
     ) -> Iterator[Result]:
         """Like `ask_many`, but yields each result as soon as its batch is answered (input order).
 
         `total` sizes the progress bar when the caller has more records than questions.
-        `runner` answers the batches somewhere else (e.g. on a pool of workers); it gets exactly
-        the batches the default runs, so the answers are the same.
         """
         from tqdm import tqdm
 
         check_top_k(top_k)
-        if doc_id is not None and doc_id not in self.documents:
-            raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(self.documents))}")
         checked: list[Result | str] = []
         for q in questions:
             try:
@@ -295,20 +287,14 @@ class Assistant:
         total = len(questions) if total is None else total
         bar = tqdm(total=total, desc="questions", unit="q", disable=not progress, file=sys.stderr)
         bar.update(total - len(questions))
-        run = runner if runner is not None else self.run_batches
         try:
-            for part, answered in zip(parts, run(todos, top_k, doc_id), strict=True):
-                found = iter(answered)
+            for part, todo in zip(parts, todos, strict=True):
+                found = iter(self._answer(todo, top_k, doc_id) if todo else [])
                 for item in part:
                     yield next(found) if isinstance(item, str) else item
                     bar.update(1)
         finally:
             bar.close()
-
-    def run_batches(self, batches: list[list[str]], top_k: int, doc_id: str | None) -> Iterator[list[Result]]:
-        """Answer batches of checked questions here, one after another (the default runner)."""
-        for todo in batches:
-            yield self._answer(todo, top_k, doc_id) if todo else []
 
     def _answer(self, questions: list[str], top_k: int, doc_id: str | None) -> list[Result]:
         if doc_id is not None and doc_id not in self.documents:

@@ -123,13 +123,12 @@ def iter_records(
     top_k: int = 1,
     progress: bool = False,
     doc_id: str | None = None,
-    runner: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """One record per item, in input order, as soon as its batch is answered (so an interrupted
     run keeps what is done); unreadable items keep their place with an error."""
     readable = [it for it in items if it.error is None]
     results = assistant.iter_answers(
-        [it.question for it in readable], top_k=top_k, progress=progress, doc_id=doc_id, total=len(items), runner=runner
+        [it.question for it in readable], top_k=top_k, progress=progress, doc_id=doc_id, total=len(items)
     )
     for it in items:
         if it.error is not None:
