@@ -12,16 +12,29 @@ import copy
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
+from qa.calibration import CALIBRATION_FILE, Calibration, check_min_confidence, find_calibration, reader_fingerprint
 from qa.chunking import sentence_spans
 from qa.decode import decode
 from qa.documents import document_paths, load_documents, seeds_dir
 from qa.embedding import Embedder
 from qa.errors import DocumentError, IndexStoreError, InputError
 from qa.files import first_bad_char, printable
-from qa.index import Index, build_index, index_dir, load_index, read_manifest
+from qa.index import (
+    Index,
+    Manifest,
+    check_index_dir,
+    index_dir,
+    load_current,
+    load_index,
+    read_manifest,
+    reading,
+    write_generation,
+    writing,
+)
 from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.reader import Reader, Span
 from qa.retrieval import Retriever
@@ -31,6 +44,8 @@ from qa.types import Document, Passage, Result
 MAX_QUESTION_CHARS = 500
 DEFAULT_PASSAGES = Settings.passages
 DEFAULT_RETRIEVAL = Settings.retrieval
+# An article file as stat(2) saw it: path, size, mtime_ns, ctime_ns, inode.
+FileStamp = tuple[str, int, int, int, int]
 
 
 def check_question(question: object) -> str:
@@ -109,6 +124,7 @@ class Assistant:
         }
         self.settings = settings.with_(**{k: v for k, v in overrides.items() if v is not None})
         s = self.settings
+        check_index_dir(s.index_dir)  # a file or device there would fail only after the embedding work
         self.seeds = s.seeds
         self.index_dir = s.index_dir
         self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model)
@@ -122,7 +138,7 @@ class Assistant:
         self._index: Index | None = None
         self._given_retriever = retriever
         self._retriever: RetrieverLike | None = retriever
-        self._seen: tuple[tuple[str, int, int], ...] = ()
+        self._seen: tuple[FileStamp, ...] = ()
 
     # --- loading -------------------------------------------------------------------------
 
@@ -131,8 +147,14 @@ class Assistant:
         self._seen = self._fingerprint()
         return {d.doc_id: d for d in load_documents(self.seeds)}
 
-    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """Name, size and modification time of every article file: cheap to compare before each question."""
+    def _fingerprint(self) -> tuple[FileStamp, ...]:
+        """What stat(2) says of every article file: cheap to compare before each question.
+
+        As git's index does: size and modification time, plus the inode change time (which no
+        user can set back, unlike the modification time) and the inode (an editor's atomic save
+        makes a new file). Like git's stat check alone, it cannot see a same-size edit made within
+        the file system's timestamp tick of the previous write, with the old mtime restored.
+        """
         try:
             paths = document_paths(self.seeds)
         except DocumentError:
@@ -143,7 +165,7 @@ class Assistant:
                 st = p.stat()
             except OSError:
                 continue
-            out.append((str(p), st.st_size, st.st_mtime_ns))
+            out.append((str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
         return tuple(out)
 
     def refresh(self) -> bool:
@@ -167,7 +189,9 @@ class Assistant:
 
     def index_status(self) -> str | None:
         """None when the index on disk matches the articles and settings, else why not."""
-        manifest = read_manifest(self.index_dir)
+        return self._staleness(read_manifest(self.index_dir))
+
+    def _staleness(self, manifest: Manifest | None) -> str | None:
         if manifest is None:
             return f"there is no index in {self.index_dir}"
         return manifest.staleness(
@@ -175,33 +199,45 @@ class Assistant:
         )
 
     def build_index(self, force: bool = False, progress: bool = True) -> tuple[Index, str | None]:
-        """Load the index, or (re)build it when forced, missing or stale. Returns it and why it was rebuilt."""
-        docs = list(self.documents.values())
-        reason = "--force was given" if force else self.index_status()
-        if reason is None:
-            manifest = read_manifest(self.index_dir)
-            assert manifest is not None
-            index = load_index(self.index_dir, manifest)
-            check_chunks(index, self.documents)
-        else:
-            index = build_index(
-                self.index_dir,
-                docs,
-                self.embedder,
-                self.chunk_size,
-                self.chunk_overlap,
-                progress,
-                previous=self._previous_index(),
-            )
+        """Load the index, or (re)build it when forced, missing or stale. Returns it and why it was rebuilt.
+
+        A build is the index folder's only writer: one that finds another under way waits for it,
+        then (unless forced) uses what that one built if it now matches.
+        """
+        index, reason = (None, "--force was given") if force else self._up_to_date_index()
+        if index is None:
+            with writing(self.index_dir, self.log):
+                if not force:
+                    index, reason = self._up_to_date_index()
+                if index is None:
+                    index = write_generation(
+                        self.index_dir,
+                        list(self.documents.values()),
+                        self.embedder,
+                        self.chunk_size,
+                        self.chunk_overlap,
+                        progress,
+                        previous=self._previous_index(),
+                    )
         self._index = index
         self._retriever = self._given_retriever or Retriever(index, self.embedder, self.retrieval)
         return index, reason
 
+    def _up_to_date_index(self) -> tuple[Index | None, str | None]:
+        """The index on disk when it matches the articles and settings, else None and why not."""
+        with reading(self.index_dir):
+            manifest = read_manifest(self.index_dir)
+            reason = self._staleness(manifest)
+            if manifest is None or reason is not None:
+                return None, reason
+            index = load_index(self.index_dir, manifest)
+        check_chunks(index, self.documents)
+        return index, None
+
     def _previous_index(self) -> Index | None:
         """The index on disk, if it can be read, so a rebuild re-embeds only what changed."""
         try:
-            manifest = read_manifest(self.index_dir)
-            return load_index(self.index_dir, manifest) if manifest is not None else None
+            return load_current(self.index_dir)
         except IndexStoreError:
             return None
 
@@ -244,10 +280,16 @@ class Assistant:
 
     # --- answering -----------------------------------------------------------------------
 
-    def ask(self, question: str, top_k: int = 1, doc_id: str | None = None) -> Result:
-        """Answer one question; raises InputError for an empty or over-long question."""
+    def ask(
+        self, question: str, top_k: int = 1, doc_id: str | None = None, min_confidence: float | None = None
+    ) -> Result:
+        """Answer one question; raises InputError for an empty or over-long question.
+
+        `min_confidence` (0..1) overrides the settings' and the calibration's: answer only when the
+        probability that the answer is right reaches it.
+        """
         q = check_question(question)
-        return self._answer([q], check_top_k(top_k), doc_id)[0]
+        return self._answer([q], check_top_k(top_k), doc_id, self._min_confidence(min_confidence))[0]
 
     def ask_many(
         self,
@@ -256,9 +298,10 @@ class Assistant:
         doc_id: str | None = None,
         progress: bool = False,
         batch_size: int = 64,
+        min_confidence: float | None = None,
     ) -> list[Result]:
         """Answer many questions in input order; a bad question gets a Result with `error` set."""
-        return list(self.iter_answers(questions, top_k, doc_id, progress, batch_size))
+        return list(self.iter_answers(questions, top_k, doc_id, progress, batch_size, min_confidence=min_confidence))
 
     def iter_answers(
         self,
@@ -268,6 +311,7 @@ class Assistant:
         progress: bool = False,
         batch_size: int = 64,
         total: int | None = None,
+        min_confidence: float | None = None,
     ) -> Iterator[Result]:
         """Like `ask_many`, but yields each result as soon as its batch is answered (input order).
 
@@ -276,6 +320,7 @@ class Assistant:
         from tqdm import tqdm
 
         check_top_k(top_k)
+        min_confidence = self._min_confidence(min_confidence)
         checked: list[Result | str] = []
         for q in questions:
             try:
@@ -289,14 +334,19 @@ class Assistant:
         bar.update(total - len(questions))
         try:
             for part, todo in zip(parts, todos, strict=True):
-                found = iter(self._answer(todo, top_k, doc_id) if todo else [])
+                found = iter(self._answer(todo, top_k, doc_id, min_confidence) if todo else [])
                 for item in part:
-                    yield next(found) if isinstance(item, str) else item
+                    result = next(found) if isinstance(item, str) else item
+                    # Count it before handing it out: a consumer that has all it wants never
+                    # resumes the generator, and the bar would be closed one short (N-1/N).
                     bar.update(1)
+                    yield result
         finally:
             bar.close()
 
-    def _answer(self, questions: list[str], top_k: int, doc_id: str | None) -> list[Result]:
+    def _answer(
+        self, questions: list[str], top_k: int, doc_id: str | None, min_confidence: float | None
+    ) -> list[Result]:
         if doc_id is not None and doc_id not in self.documents:
             raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(self.documents))}")
         self.refresh()
@@ -307,7 +357,12 @@ class Assistant:
         depth = self.passages if doc_id is None else everything
         found = self.retriever.retrieve(questions, depth)
         if doc_id is not None:
-            found = [[p for p in row if p.chunk.doc_id == doc_id][: self.passages] for row in found]
+            found = [
+                [replace(p, rank=r) for r, p in enumerate((p for p in row if p.chunk.doc_id == doc_id), 1)][
+                    : self.passages
+                ]
+                for row in found
+            ]
         pairs = [(qi, p) for qi, row in enumerate(found) for p in row]
         spans = self.reader.read([questions[qi] for qi, _ in pairs], [p.chunk.text for _, p in pairs], n_best=5)
         candidates: list[list[tuple[Span, Passage]]] = [[] for _ in questions]
@@ -315,14 +370,63 @@ class Assistant:
             candidates[qi].extend((s, passage) for s in pair_spans)
         per_question = (time.perf_counter() - started) / max(len(questions), 1)
         return [
-            self._decide(q, cands, row, top_k, per_question)
+            self._decide(q, cands, row, top_k, per_question, min_confidence)
             for q, cands, row in zip(questions, candidates, found, strict=True)
         ]
 
     def _decide(
-        self, question: str, cands: list[tuple[Span, Passage]], passages: list[Passage], top_k: int, seconds: float
+        self,
+        question: str,
+        cands: list[tuple[Span, Passage]],
+        passages: list[Passage],
+        top_k: int,
+        seconds: float,
+        min_confidence: float | None,
     ) -> Result:
-        decoded = decode(cands, self.documents, self._sentences, self.reader.settings, top_k)
+        decoded = decode(question, cands, self.documents, self._sentences, self.calibration, top_k, min_confidence)
         return Result(
-            question=question, answers=decoded.answers, passages=passages, closest=decoded.closest, seconds=seconds
+            question=question,
+            answers=decoded.answers,
+            passages=passages,
+            closest=decoded.closest,
+            seconds=seconds,
+            features=decoded.features,
         )
+
+    # --- confidence ----------------------------------------------------------------------
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        """The calibration in effect (see `qa.calibration`): `--calibration`, else the one beside the
+        index, else the reader's; one fitted for another reader is set aside with a warning."""
+        path = find_calibration(self.settings.calibration, self.index_dir, self.reader.model_name)
+        if path is None:
+            return Calibration.from_reader_settings(self.reader.settings)
+        calibration = Calibration.load(path)
+        fitted_for = calibration.reader.get("fingerprint")
+        here = reader_fingerprint(self.reader.model_name) if fitted_for else None
+        if fitted_for and fitted_for != here:
+            if self.settings.calibration is not None:
+                raise InputError(
+                    f"calibration {path} was fitted for another reader ({calibration.reader.get('name')}); "
+                    "run qa calibrate with this reader, or drop --calibration"
+                )
+            self.log(
+                f"Note: {path} was fitted for another reader ({calibration.reader.get('name')}); "
+                "using the reader's own calibration instead (run qa calibrate to refit)."
+            )
+            return self._reader_calibration()
+        return calibration
+
+    def _reader_calibration(self) -> Calibration:
+        path = Path(self.reader.model_name) / CALIBRATION_FILE
+        return Calibration.load(path) if path.is_file() else Calibration.from_reader_settings(self.reader.settings)
+
+    @property
+    def min_confidence(self) -> float:
+        """The confidence an answer needs: the settings' (flag, QA_MIN_CONFIDENCE), else the calibration's."""
+        given = self.settings.min_confidence
+        return self.calibration.min_confidence if given is None else given
+
+    def _min_confidence(self, given: float | None) -> float:
+        return self.min_confidence if given is None else check_min_confidence(given)

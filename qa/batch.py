@@ -135,6 +135,9 @@ def iter_records(
             yield Result(question=printable(it.question), error=it.error).to_record(it.id)
         else:
             yield next(results).to_record(it.id)
+    # Let the answers' generator run to its end now, so its progress bar closes (at N/N) before
+    # the caller's summary, not whenever the generator happens to be collected.
+    next(results, None)
 
 
 def answer_items(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,20 @@ def reader_option(f: Callable) -> Callable:
 
 def assistant_options(f: Callable) -> Callable:
     f = click.option(
+        "--min-confidence",
+        default=None,
+        metavar="P",
+        help="Answer only when the probability that the answer is right (SQuAD F1 >= 0.5) is at least P, "
+        "0..1 [env QA_MIN_CONFIDENCE; default chosen by the calibration].",
+    )(f)
+    f = click.option(
+        "--calibration",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Calibration file from qa calibrate [env QA_CALIBRATION; default calibration.json beside the "
+        "index, else the reader's].",
+    )(f)
+    f = click.option(
         "--passages",
         default=None,
         type=click.IntRange(min=1),
@@ -75,7 +90,28 @@ def assistant_options(f: Callable) -> Callable:
     return seeds_option(index_option(embed_option(reader_option(f))))
 
 
-SETTING_FLAGS = ("seeds", "index_dir", "embed_model", "reader_model", "retrieval", "passages")
+def articles_option(f: Callable) -> Callable:
+    return click.option(
+        "--articles",
+        default=None,
+        help="Only these article titles, comma-separated (e.g. the reader's validation articles).",
+    )(f)
+
+
+def split_titles(articles: str | None) -> list[str] | None:
+    return [t.strip() for t in articles.split(",") if t.strip()] if articles else None
+
+
+SETTING_FLAGS = (
+    "seeds",
+    "index_dir",
+    "embed_model",
+    "reader_model",
+    "retrieval",
+    "passages",
+    "calibration",
+    "min_confidence",
+)
 
 
 def resolve_settings(opts: dict[str, Any]) -> Any:
@@ -89,6 +125,34 @@ def make_assistant(opts: dict[str, Any]) -> Any:
     from qa.assistant import Assistant
 
     return Assistant(settings=resolve_settings(opts), log=_err)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl+C raises KeyboardInterrupt, so one handler keeps the work of both."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (kill, systemd, a container stopping) stops it as Ctrl+C does.
+
+    Python's default for SIGTERM is to die at once, losing what a command could still save. Only
+    the first SIGTERM interrupts: a second one must not break the saving the first one started.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_status(exc: KeyboardInterrupt) -> int:
+    """The shell's exit status for a command stopped by a signal: 128 + its number."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 class QAGroup(click.Group):
@@ -210,42 +274,52 @@ def batch_cmd(
     items = read_questions(input_path, input_format)
     if out_format is None:
         out_format = "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
-    out = OutputFile(out_path) if out_path is not None else None
+    out = OutputFile(out_path, inputs=[input_path]) if out_path is not None else None
     writer = RecordWriter(out.stream if out else sys.stdout, out_format)
+    where = "standard output" if out_path is None else out_path
     counts = {"answered": 0, "abstained": 0, "errors": 0}
-    try:
-        records = iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
-        for record in records:
-            writer.write(record)
-            counts["errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"] += 1
-            if out is None and writer.count % 16 == 0:
-                sys.stdout.flush()
-        if out is not None:
-            out.commit()
-    except KeyboardInterrupt:
-        # Keep what was answered: the records so far go where they were asked to go, in order.
-        where = "standard output"
-        if out is not None and writer.count:
-            out.commit()
-            where = out_path
-        elif out is not None:
-            where = f"nothing; {out_path} is unchanged"
-        _err(f"Interrupted: kept {writer.count} of {len(items)} records (in input order) in {where}.")
-        raise SystemExit(130) from None
-    except OSError as exc:
-        if out is None:
-            raise
-        out.discard()
-        raise click.ClickException(f"cannot write {out_path} ({exc.strerror}); choose another path for --out") from exc
-    finally:
-        if out is not None and not out.closed:
-            out.discard()  # a failure before the end: the target keeps what it held
-    if out is None:
+    records: Iterator[dict[str, Any]] | None = None
+    # The handler covers the except clause too, so that saving the records is not cut short.
+    with sigterm_as_interrupt():
+        try:
+            records = iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
+            for record in records:
+                writer.write(record)
+                kind = "errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"
+                counts[kind] += 1
+                if out is None and writer.count % 16 == 0:
+                    sys.stdout.flush()
+            if out is not None:
+                out.commit()
+        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM (Terminated)
+            if records is not None:
+                records.close()  # ends the progress bar's line, so the line below stands on its own
+            # Keep what was answered: the records so far go where they were asked to go, in order.
+            if out is not None and writer.count:
+                out.commit()
+            elif out is not None:
+                where = f"nothing; {out_path} is unchanged"
+            _err(f"Interrupted: kept {writer.count} of {len(items)} records (in input order) in {where}.")
+            raise SystemExit(interrupted_status(exc)) from None
+        except OSError as exc:
+            if out is None:
+                raise
+            out.discard()
+            raise click.ClickException(
+                f"cannot write {out_path} ({exc.strerror}); choose another path for --out"
+            ) from exc
+        finally:
+            if out is not None and not out.closed:
+                out.discard()  # a failure before the end: the target keeps what it held
+    summary = f"Wrote {writer.count} records to {where} ({counts['answered']} answered, {counts['abstained']} abstained"
+    if not counts["errors"]:
+        _err(f"{summary}, 0 errors).")
         return
-    _err(
-        f"Wrote {writer.count} records to {out_path} ({counts['answered']} answered, "
-        f"{counts['abstained']} abstained, {counts['errors']} errors)."
-    )
+    # Every record is written, in order, yet a record that could not be answered fails the run
+    # (exit status 1), so a script or CI job notices it without parsing the output.
+    errors = counts["errors"]
+    _err(f"{summary}); {errors} record{'s' if errors != 1 else ''} had an error: see the 'error' field.")
+    raise SystemExit(1)
 
 
 @cli.command("eval")
@@ -268,7 +342,7 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
     from qa.retrieval import METHODS
 
     gold = load_gold(gold_path)  # before loading any model, so a bad file fails fast
-    report = OutputFile(report_path, "--report") if report_path is not None else None
+    report = OutputFile(report_path, "--report", inputs=[gold_path]) if report_path is not None else None
     try:
         assistant = make_assistant(opts)
         methods = list(METHODS) if compare else [assistant.retrieval]
@@ -288,6 +362,87 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
     for m, s in summaries:
         if s.citations is not None and s.citations < 1.0:
             _err(f"Warning: {m}: some cited spans do not match the document text; see --report (citations_exact).")
+
+
+@cli.command("calibrate")
+@click.argument("gold_paths", nargs=-1, metavar="GOLD.jsonl...")
+@click.option(
+    "--out",
+    "-o",
+    "out_path",
+    default=None,
+    help="Where to write the calibration [default: calibration.json in the index folder, which ask, batch, "
+    "eval and serve then use].",
+)
+@click.option("--squad", default=None, help="Also ask the questions of these SQuAD v2.0 articles (see --articles).")
+@articles_option
+@click.option(
+    "--fit",
+    "mode",
+    type=click.Choice(["auto", "full", "recalibrate"]),
+    default="auto",
+    show_default=True,
+    help="full: a new calibrator over all features; recalibrate: two numbers over the current one "
+    "(auto: full from 300 questions up).",
+)
+@assistant_options
+def calibrate_cmd(
+    gold_paths: tuple[str, ...], out_path: str | None, squad: str | None, articles: str | None, mode: str, **opts: Any
+) -> None:
+    """Fit when to answer and how sure to be on your own questions, asked as users ask them.
+
+    GOLD.jsonl is the qa eval format ({"id", "question", "answers"}, [] when the articles do not
+    answer it): at least 20 questions, some of them unanswerable. Prints F1, abstention precision
+    and recall and the calibration error before and after (after: cross-validated, each question
+    judged by a fit that never saw it), then writes the calibration.
+
+    Example: qa calibrate my-questions.jsonl
+    """
+    from qa.calibration import CALIBRATION_FILE, calibrate_assistant, check_gold_counts
+    from qa.evaluate import load_gold
+    from qa.files import OutputFile
+
+    if not gold_paths and squad is None:
+        raise click.UsageError("give a GOLD.jsonl file of your questions (or --squad FILE --articles ...)")
+    gold = {Path(p).stem: load_gold(p) for p in gold_paths}  # every check before any model loads
+    squad_titles = split_titles(articles)
+    if squad is None:
+        check_gold_counts([g for items in gold.values() for g in items])
+    settings = resolve_settings(opts)
+    out = OutputFile(out_path or settings.index_dir / CALIBRATION_FILE, "--out", inputs=[*gold_paths, squad or ""])
+    try:
+        from qa.assistant import Assistant
+
+        assistant = Assistant(settings=settings, log=_err)
+        report = calibrate_assistant(
+            assistant,
+            gold,
+            (squad, squad_titles) if squad else None,
+            mode,
+            command=" ".join(["qa", *sys.argv[1:]]),
+            log=_err,
+        )
+        click.echo(format_calibration_report(report, assistant.calibration))
+        report.calibration.save(out)
+    finally:
+        if not out.closed:
+            out.discard()
+    _err(f"Wrote the calibration to {out.shown}; ask, batch, eval and serve use it from now on.")
+
+
+def format_calibration_report(report: Any, current: Any) -> str:
+    c = report.calibration
+    lines = [
+        f"before ({current.source or 'current'}): {report.before.line()}",
+        f"after  ({report.mode} fit, 5-fold cross-validated): {report.after.line()}",
+    ]
+    for domain, (before, after) in report.by_domain.items():
+        lines.append(f"  {domain}: before {before.line()}")
+        lines.append(f"  {' ' * len(domain)}  after  {after.line()}")
+    for domain, scores in report.transfer.items():
+        lines.append(f"  fitted without {domain}, tested on it: {scores.line()}")
+    lines.append(f"min confidence {c.min_confidence:.3f} ({'; '.join(c.features)})")
+    return "\n".join(lines)
 
 
 @cli.command("serve")
@@ -318,19 +473,8 @@ def serve_cmd(host: str, port: int, **opts: Any) -> None:
         if not (exc.name or "").startswith("gradio"):
             raise
         raise click.ClickException(f"qa serve needs Gradio ({exc}); install it with: pip install gradio") from exc
-    serve(make_assistant(opts), host, port)
-
-
-def articles_option(f: Callable) -> Callable:
-    return click.option(
-        "--articles",
-        default=None,
-        help="Only these article titles, comma-separated (e.g. the reader's validation articles).",
-    )(f)
-
-
-def split_titles(articles: str | None) -> list[str] | None:
-    return [t.strip() for t in articles.split(",") if t.strip()] if articles else None
+    with sigterm_as_interrupt():  # a stop by kill, systemd or a container stops the server as Ctrl+C does
+        serve(make_assistant(opts), host, port)
 
 
 @cli.command("squad-predict")
@@ -349,10 +493,14 @@ def squad_predict_cmd(
     """
     import time
 
+    from qa.files import OutputFile
     from qa.reader import Reader
     from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
 
     examples = load_squad(input_path, titles=split_titles(articles))
+    # Refuse a bad --out (the input itself, read-only, no such folder) before the reader loads;
+    # write_predictions opens it again at the end, when there is something to write.
+    OutputFile(out_path, inputs=[input_path]).discard()
     settings = resolve_settings({"reader_model": reader_model})
     reader = Reader(settings.reader_model, dtype=settings.reader_dtype)
     reader.warm_up()

@@ -4,7 +4,8 @@ The reader scores spans inside each passage (passage character offsets, a `gap` 
 across passages); here they become answers in document coordinates: offsets shifted by the
 chunk's start, spans that overlap in the document merged (the same answer seen from two
 overlapping chunks or windows), the same words found elsewhere dropped (top-k alternatives
-must say different things), the reader's null threshold applied, and the sentence around
+must say different things), each answer's probability of being right computed by the
+calibration (`qa.calibration`) and the abstention rule applied, and the sentence around
 each answer found. The assistant and `qa squad-predict` both decode through `decode`.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from qa.calibration import MARGIN_CAP, Calibration, candidate_features
 from qa.chunking import sentence_at
-from qa.reader import ReaderSettings, Span
+from qa.reader import Span
 from qa.types import Answer, Document, Passage
 
 
@@ -23,32 +25,48 @@ class Decoded:
     answers: list[Answer]  # confident answers, best first (empty: abstain)
     closest: Answer | None  # the best span when it was not confident enough
     best_gap: float  # the best span's gap (-inf when no passage had a candidate)
+    features: dict[str, float] | None = None  # the best span's calibration features
 
 
 def decode(
+    question: str,
     candidates: Sequence[tuple[Span, Passage]],
     documents: dict[str, Document],
     sentences: dict[str, list[tuple[int, int]]],
-    settings: ReaderSettings,
+    calibration: Calibration,
     top_k: int = 1,
+    min_confidence: float | None = None,
 ) -> Decoded:
-    kept: list[tuple[float, Answer]] = []
+    """The best span wins; each kept answer's score is the calibrated probability that it is right,
+    and the assistant answers only when the best one's reaches `min_confidence`."""
+    kept: list[tuple[Span, Passage, int, int]] = []
     for span, passage in sorted(candidates, key=lambda c: -c[0].gap):
         start, end = passage.chunk.start + span.start, passage.chunk.start + span.end
-        if any(a.doc_id == passage.chunk.doc_id and a.start < end and start < a.end for _, a in kept):
+        doc = documents[passage.chunk.doc_id]
+        if any(p.chunk.doc_id == passage.chunk.doc_id and s < end and start < e for _, p, s, e in kept):
             continue  # the same answer seen from an overlapping chunk or window
-        answer = make_answer(
-            documents[passage.chunk.doc_id], sentences, passage.chunk.chunk_id, start, end, span.gap, settings
-        )
-        if any(same_text(a.text, answer.text) for _, a in kept):
+        if any(same_text(documents[p.chunk.doc_id].text[s:e], doc.text[start:end]) for _, p, s, e in kept):
             # The same words elsewhere are not another answer; the best-scored place is cited.
             continue
-        kept.append((span.gap, answer))
-        if len(kept) >= top_k:
+        kept.append((span, passage, start, end))
+        if len(kept) >= max(top_k, 2):  # the runner-up too: the margin over it is a feature
             break
-    answers = [a for gap, a in kept if settings.confident(gap)]
-    closest = kept[0][1] if kept and not answers else None
-    return Decoded(answers, closest, kept[0][0] if kept else float("-inf"))
+    if not kept:
+        return Decoded([], None, float("-inf"))
+    scored: list[tuple[float, Answer, dict[str, float]]] = []
+    for i, (span, passage, start, end) in enumerate(kept[:top_k]):
+        runner_up = max((sp.gap for j, (sp, *_) in enumerate(kept) if j != i), default=span.gap - MARGIN_CAP)
+        features = candidate_features(question, span, passage, span.gap - runner_up)
+        probability = calibration.probability(features)
+        answer = make_answer(
+            documents[passage.chunk.doc_id], sentences, passage.chunk.chunk_id, start, end, probability
+        )
+        scored.append((probability, answer, features))
+    best_p, best, best_features = scored[0]
+    if not calibration.confident(best_p, min_confidence):
+        return Decoded([], best, kept[0][0].gap, best_features)
+    answers = [a for p, a, _ in scored if calibration.confident(p, min_confidence)]
+    return Decoded(answers, None, kept[0][0].gap, best_features)
 
 
 def make_answer(
@@ -57,15 +75,14 @@ def make_answer(
     chunk_id: int,
     start: int,
     end: int,
-    gap: float,
-    settings: ReaderSettings,
+    score: float,
 ) -> Answer:
     s_start, s_end = sentence_at(doc.text, sentences[doc.doc_id], start, end)
     return Answer(
         text=doc.text[start:end],
         start=start,
         end=end,
-        score=settings.score(gap),
+        score=score,
         doc_id=doc.doc_id,
         chunk_id=chunk_id,
         sentence=doc.text[s_start:s_end],

@@ -310,19 +310,25 @@ def with_retrieval(assistant: Assistant, method: str) -> Assistant:
     return assistant.with_retrieval(method)
 
 
-def write_report(out: str | Path | OutputFile, rows: Sequence[dict[str, Any]]) -> None:
+def write_report(
+    out: str | Path | OutputFile, rows: Sequence[dict[str, Any]], inputs: Sequence[str | Path] = ()
+) -> None:
     """One JSON object a line, written aside and renamed so a failed run leaves no half file.
 
-    Pass an `OutputFile` opened before the work to have a bad path fail before any question is asked.
+    Pass an `OutputFile` opened before the work to have a bad path (or the gold file itself, named
+    in `inputs`) fail before any question is asked.
     """
     if not isinstance(out, OutputFile):
-        out = OutputFile(out, "--report")
+        out = OutputFile(out, "--report", inputs=inputs)
     try:
         for row in rows:
             out.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     except OSError as exc:
         out.discard()
         raise InputError(f"cannot write the report {out.path} ({exc.strerror}); choose another --report path") from exc
+    except BaseException:
+        out.discard()  # interrupted: the old report stays whole, and no temporary file is left
+        raise
     out.commit()
 
 

@@ -6,9 +6,9 @@ sinking the whole file; lines are split on "\\n" only, because U+2028, U+2029 an
 valid characters inside a JSON string or a line of text (`str.splitlines` splits on them).
 
 Writing: an output path is checked before any work is spent (its folder exists and takes a new
-file, it is not a folder or a device), the data goes to a temporary file beside the target and
-replaces it atomically, a symlink is written through to its target, and an interrupted run can
-still commit what was done.
+file, it is not a folder, a device, a read-only file or one of the run's own input files), the
+data goes to a temporary file beside the target and replaces it atomically, a symlink is written
+through to its target, and an interrupted run can still commit what was done.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 import stat
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -91,11 +92,19 @@ class OutputFile:
     """A file the user asked to write, checked now and written atomically later.
 
     Opening creates the temporary file beside the target, so an unwritable place fails before
-    any work; `commit()` replaces the target; `discard()` leaves the target as it was.
+    any work; `commit()` replaces the target; `discard()` leaves the target as it was. `inputs`
+    are the files the run reads ('-' is standard input): the output may not be one of them.
     """
 
-    def __init__(self, path: str | Path, flag: str = "--out", error: type[QAError] = InputError) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        flag: str = "--out",
+        error: type[QAError] = InputError,
+        inputs: Iterable[str | Path] = (),
+    ) -> None:
         self.path = Path(path)
+        self.shown = os.fspath(path)  # as the user typed it: Path would turn "./q.jsonl" into "q.jsonl"
         self.flag = flag
         self.error = error
         target = Path(os.path.realpath(self.path))  # through symlinks: the link stays a link
@@ -105,22 +114,48 @@ class OutputFile:
         except FileNotFoundError:
             st = None
         except OSError as exc:
-            raise error(f"cannot use {self.path} as output ({exc.strerror}); choose another path for {flag}") from exc
+            raise error(f"cannot use {self.shown} as output ({exc.strerror}); choose another path for {flag}") from exc
         if st is not None:
             if not stat.S_ISREG(st.st_mode):
-                raise error(f"{self.path} is {_kind(st.st_mode)}, not a file; choose a file path for {flag}")
+                raise error(f"{self.shown} is {_kind(st.st_mode)}, not a file; choose a file path for {flag}")
+            self._refuse_inputs(st, inputs)
+            # The mode bits too, not only os.access: root may write anything, yet a file whose
+            # write bits are off was made read-only on purpose, and `cp` run by a user refuses it.
+            if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
+                raise error(
+                    f"{flag} {self.shown} is read-only; make it writable (chmod u+w {self.shown}) "
+                    f"or choose another path for {flag}"
+                )
             self._mode = stat.S_IMODE(st.st_mode)
         folder = target.parent
         if not folder.is_dir():
             raise error(f"the folder {folder} does not exist; create it or choose another path for {flag}")
         self.target = target
+        _remove_stale_partials(target)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=folder)
+            # The writer's pid in the name lets a later run tell a killed run's leftover from a live one's.
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=_PARTIAL, dir=folder)
         except OSError as exc:
             raise error(f"cannot write in {folder} ({exc.strerror}); choose a writable path for {flag}") from exc
         self._tmp = Path(tmp)
         self.stream: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self.closed = False
+
+    def _refuse_inputs(self, st: os.stat_result, inputs: Iterable[str | Path]) -> None:
+        """Refuse an output that is one of the inputs, however it is spelled: the same (device, inode)
+        catches relative paths, `..`, symlinks and hard links alike."""
+        for given in inputs:
+            if str(given) == "-":
+                continue  # standard input has no file
+            try:
+                ist = os.stat(given)
+            except OSError:
+                continue  # a missing or unreadable input is its reader's to report
+            if (ist.st_dev, ist.st_ino) == (st.st_dev, st.st_ino):
+                raise self.error(
+                    f"{self.flag} {self.shown} is the input file {given} (the same file); "
+                    f"choose another path for {self.flag}"
+                )
 
     def commit(self) -> None:
         """Flush, sync and move the data into place; raises InputError when the disk refuses."""
@@ -133,7 +168,7 @@ class OutputFile:
         except OSError as exc:
             self.discard()
             raise self.error(
-                f"cannot write {self.path} ({exc.strerror}); free some space or choose another path for {self.flag}"
+                f"cannot write {self.shown} ({exc.strerror}); free some space or choose another path for {self.flag}"
             ) from exc
         self.closed = True
 
@@ -145,15 +180,55 @@ class OutputFile:
         self.closed = True
 
 
+_PARTIAL = ".partial"
+_PARTIAL_REST = re.compile(r"(\d+)\.[^.]+" + re.escape(_PARTIAL))  # "<pid>.<random>.partial"
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Remove the temporary files of `target` left by writers that were killed (SIGKILL, power cut).
+
+    Only files named by a pid that no longer exists go; a live writer's file, one of another user's
+    process, or one without a pid (an older version's) is kept. Pids are this machine's: a writer in
+    another pid namespace (a container sharing the folder) would look dead, so do not share one
+    output folder between containers.
+    """
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix):
+                continue
+            m = _PARTIAL_REST.fullmatch(entry.name[len(prefix) :])
+            if m is None or _alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid we can ask about: keep its file
+    return True
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str, flag: str = "the output", error: type[QAError] = InputError) -> None:
+def atomic_write_text(
+    path: str | Path,
+    text: str,
+    flag: str = "the output",
+    error: type[QAError] = InputError,
+    inputs: Iterable[str | Path] = (),
+) -> None:
     """Write a whole file at once: the target holds either its old or its new content."""
-    out = OutputFile(path, flag, error)
+    out = OutputFile(path, flag, error, inputs)
     try:
         out.stream.write(text)
     except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from qa.batch import answer_items, detect_format, parse_questions, write_records
 from qa.errors import InputError, QAError
 from qa.files import decode_bytes
 from qa.types import RECORD_FIELDS, Answer, Document, Result
+from qa.upload_guard import NOT_UPLOADED
 
 if TYPE_CHECKING:
     from qa.assistant import Assistant
@@ -210,10 +212,14 @@ def upload_path(upload: object) -> tuple[Path, str] | None:
     return Path(path), str(name or Path(path).name)
 
 
-def check_uploaded(path: Path, upload_root: Path | None) -> None:
-    """Read only files uploaded to this server: an API client must not name any other file on it."""
-    if upload_root is not None and not path.resolve().is_relative_to(upload_root.resolve()):
-        raise InputError("that file was not uploaded to this server; send the file itself (gradio_client.handle_file)")
+def check_uploaded(path: Path, uploaded: Callable[[object], bool] | None) -> None:
+    """Read only files uploaded to this server: an API client must not name any other file on it.
+
+    `uploaded` is the server's record of its uploads (`qa.upload_guard.UploadedFiles`); None
+    (plain function calls, the tests) reads any path.
+    """
+    if uploaded is not None and not uploaded(path):
+        raise InputError(NOT_UPLOADED)
 
 
 def read_upload(path: Path, name: str) -> list[Any]:
@@ -267,13 +273,15 @@ def batch_summary(name: str, records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def read_checked_upload(upload: object, upload_root: Path | None, missing: str) -> tuple[list[Any], str]:
-    """The questions of an uploaded file (page or API) and its name; only files under `upload_root`."""
+def read_checked_upload(
+    upload: object, uploaded: Callable[[object], bool] | None, missing: str
+) -> tuple[list[Any], str]:
+    """The questions of an uploaded file (page or API) and its name; only files `uploaded` accepts."""
     found = upload_path(upload)
     if found is None:
         raise InputError(missing)
     path, name = found
-    check_uploaded(path, upload_root)
+    check_uploaded(path, uploaded)
     return read_upload(path, name), name
 
 
@@ -283,14 +291,14 @@ def batch_handler(
     top_k: object = 1,
     doc: str | None = None,
     out_dir: Path | None = None,
-    upload_root: Path | None = None,
+    uploaded: Callable[[object], bool] | None = None,
 ) -> BatchView:
     """Answer an uploaded questions file; a bad row keeps its place with an error, a bad file gets a message.
 
-    With `upload_root`, only files under it are read (the server passes Gradio's upload folder).
+    With `uploaded`, only files it accepts are read (the server passes its record of uploads).
     """
     try:
-        items, name = read_checked_upload(upload, upload_root, "upload a .csv, .jsonl or .txt file of questions first")
+        items, name = read_checked_upload(upload, uploaded, "upload a .csv, .jsonl or .txt file of questions first")
         records = answer_items(assistant, items, top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
         files = write_downloads(records, Path(name).stem, out_dir)
     except QAError as exc:

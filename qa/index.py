@@ -7,16 +7,28 @@ Layout of `index/`:
 
 A build writes a new generation folder, then replaces manifest.json atomically (os.replace);
 a crash at any point leaves the previous manifest pointing at the previous, intact files.
+
+Processes sharing the folder coordinate with flock(2), as `flock(1)` does:
+    .lock                  held exclusively by a writer for its whole build (`writing`), so two
+                           builds never delete each other's generations
+    the folder itself      shared by readers while they read the manifest and the generation it
+                           names (`reading`); exclusive only while a writer switches the manifest
+                           and deletes the old generations. Locking the folder needs no file, so
+                           readers of a read-only index (an installed copy) lock it too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +46,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
+WRITER_LOCK = ".lock"
 FORMAT_VERSION = 1
 
 
@@ -41,6 +54,71 @@ def index_dir(path: str | Path | None = None, seeds: Path | None = None) -> Path
     from qa.settings import default_index, default_seeds
 
     return Path(path) if path is not None else default_index(seeds if seeds is not None else default_seeds())
+
+
+def check_index_dir(folder: Path) -> None:
+    """Refuse an index path that can never be a folder (a file, a device, or a path under one),
+    before any articles are embedded for it."""
+    for path in (folder, *folder.parents):  # the nearest part of the path that exists
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return  # cannot look (permissions): writing will say what is wrong
+        if stat.S_ISDIR(mode):
+            return
+        where = "is not a folder" if path == folder else f"cannot be created: {path} is not a folder"
+        raise IndexStoreError(f"QA index folder {folder} {where}; pass a folder to --index-dir (or set QA_INDEX_DIR)")
+
+
+@contextlib.contextmanager
+def writing(folder: Path, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Be the only writer of the index in `folder` until the block ends (another waits, saying so).
+
+    Taken before any embedding, so an unwritable folder fails before the work too.
+    """
+    check_index_dir(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise IndexStoreError(
+            f"cannot write the index to {folder} ({exc.strerror}); pass a writable --index-dir (or set QA_INDEX_DIR)"
+        ) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log(f"waiting for another qa index on {folder}…")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock, also when the build failed
+
+
+def reading(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Read the manifest and the generation it names inside this block: no writer switches or
+    deletes generations meanwhile."""
+    return _folder_lock(folder, fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, operation: int) -> Iterator[None]:
+    try:
+        fd: int | None = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        fd = None  # no folder yet (so nothing to read) or one this user cannot open: nothing to guard
+    try:
+        if fd is not None:
+            # A file system without flock (some network mounts) leaves the folder unguarded, as before.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, operation)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -164,6 +242,7 @@ def _chunk(line: str) -> Chunk:
 
 
 def load_index(folder: Path, manifest: Manifest) -> Index:
+    """The generation `manifest` names; read the manifest and call this within `reading(folder)`."""
     import faiss
 
     gen = folder / manifest.generation
@@ -209,7 +288,29 @@ def reusable_vectors(previous: Index | None, embed_model: str, chunks: list[Chun
     return out
 
 
+def load_current(folder: Path) -> Index | None:
+    """The index the manifest names (None when there is none), read as one consistent snapshot."""
+    with reading(folder):
+        manifest = read_manifest(folder)
+        return load_index(folder, manifest) if manifest is not None else None
+
+
 def build_index(
+    folder: Path,
+    docs: list[Document],
+    embedder: Embedder,
+    chunk_size: int,
+    chunk_overlap: int,
+    progress: bool = True,
+    previous: Index | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Index:
+    """`write_generation` as the only writer of `folder` (waiting for another build to finish)."""
+    with writing(folder, log):
+        return write_generation(folder, docs, embedder, chunk_size, chunk_overlap, progress, previous)
+
+
+def write_generation(
     folder: Path,
     docs: list[Document],
     embedder: Embedder,
@@ -220,8 +321,9 @@ def build_index(
 ) -> Index:
     """Chunk, embed and write a new generation, then switch the manifest to it atomically.
 
-    With `previous` (the index being replaced), unchanged articles keep their vectors: only the
-    added or changed articles are embedded, so the cost follows the change, not the folder.
+    The caller holds `writing(folder)`. With `previous` (the index being replaced), unchanged
+    articles keep their vectors: only the added or changed articles are embedded, so the cost
+    follows the change, not the folder.
     """
     import faiss
     import numpy as np
@@ -265,7 +367,6 @@ def build_index(
     )
     staging: Path | None = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         old = read_manifest_quietly(folder)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         staging.chmod(0o755)  # mkdtemp makes it private; the index is as shareable as the repo
@@ -277,12 +378,6 @@ def build_index(
         _fsync_dir(staging)
         staging.rename(folder / manifest.generation)
         staging = None
-        atomic_write_text(
-            folder / MANIFEST,
-            json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n",
-            "--index-dir",
-            IndexStoreError,
-        )
     except (OSError, RuntimeError) as exc:  # faiss reports a full disk as RuntimeError
         reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:200]
         if staging is not None:
@@ -292,10 +387,18 @@ def build_index(
             f"cannot write the index to {folder} ({reason}); free some space or pass a writable --index-dir "
             "(the previous index is unchanged)"
         ) from exc
-    except IndexStoreError:
-        shutil.rmtree(folder / manifest.generation, ignore_errors=True)
-        raise
-    _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
+    with _folder_lock(folder, fcntl.LOCK_EX):  # readers wait out the switch and never see half of it
+        try:
+            atomic_write_text(
+                folder / MANIFEST,
+                json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n",
+                "--index-dir",
+                IndexStoreError,
+            )
+        except IndexStoreError:
+            shutil.rmtree(folder / manifest.generation, ignore_errors=True)
+            raise
+        _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
     return Index(manifest, chunks, faiss_index, folder / manifest.generation)
 
 
@@ -325,7 +428,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _remove_old_generations(folder: Path, keep: str, previous: str | None) -> None:
-    """Drop generations no manifest points to (and stale staging folders); never the current one."""
+    """Drop generations no manifest points to (and staging folders a crashed build left; with the
+    writer lock held, no other build has one); never the current one."""
     for p in folder.iterdir():
         if p.is_dir() and p.name != keep and (p.name.startswith(("gen-", ".staging-")) or p.name == previous):
             shutil.rmtree(p, ignore_errors=True)

@@ -2,12 +2,18 @@
 
 No model hub is reachable on the machines this project runs on, so the defaults resolve to
 files installed with a package (the embedder) or shipped in this package (the reader). Any
-other value is passed to Hugging Face unchanged, so a hub id works wherever a hub does.
+other value is a hub id: passed to Hugging Face unchanged when the hub answers, so it works
+wherever a hub does; else the copy in the local Hugging Face cache, or one clear error at once
+(rather than a minute of retries inside transformers).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from qa.errors import ModelError
@@ -18,6 +24,7 @@ SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
 EMBED_MODEL_ENV = "QA_EMBED_MODEL"
 READER_MODEL_ENV = "QA_READER_MODEL"
 READER_DTYPE_ENV = "QA_READER_DTYPE"
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def embed_model_name(name: str | None = None) -> str:
@@ -82,7 +89,47 @@ def _check_local(name: str, *, what: str, flag: str, env: str) -> str:
         return str(path)
     if looks_like_path:
         raise ModelError(f"{what} not found at {path}; pass an existing folder to {flag} or set {env}")
-    return name
+    return _hub_model(name, what=what, flag=flag, env=env)
+
+
+def _hub_model(name: str, *, what: str, flag: str, env: str) -> str:
+    """A hub id as it can be loaded here: the id when the hub answers (Hugging Face then downloads
+    or updates it as usual), else its snapshot in the local cache, else one ModelError now."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.is_offline_mode() and _reachable(constants.ENDPOINT):
+        return name
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (OSError, ValueError):  # not in the cache, or not a valid id at all (HFValidationError)
+        raise ModelError(
+            f"{what} {name!r} is not on this machine and the model hub cannot be reached; "
+            f"pass a local model folder to {flag} (or set {env})"
+        ) from None
+
+
+def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub (or to the proxy that leads to it) opens within `timeout`.
+
+    Run in a thread so that a name lookup, which no socket timeout bounds, cannot hold it longer.
+    """
+    url = urllib.parse.urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname or "", via.port or 80
+    opened = threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, daemon=True).start()
+    return opened.wait(timeout)
 
 
 def _is_hub_id(name: str) -> bool:
@@ -93,7 +140,7 @@ def _is_hub_id(name: str) -> bool:
 def model_load_error(what: str, name: str, exc: BaseException, flag: str, env: str) -> ModelError:
     return ModelError(
         f"could not load {what} {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-        f"no model hub is reachable offline: pass a local model folder to {flag} or set {env}"
+        f"pass a local model folder to {flag} (or set {env})"
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 READER_CONFIG = "qa_reader.json"
+# The smallest window `qa train-reader --max-length` accepts; a reader never reads with less.
+MIN_MAX_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,35 @@ class ReaderSettings:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ReaderSettings:
+        """The settings in the model's qa_reader.json (defaults when it has none), checked field by field.
+
+        Other keys (the training run's record) are left alone; a wrong type or value is one
+        ModelError naming the file, the field and the fix, never a traceback or a silent default.
+        """
         path = Path(model_dir) / READER_CONFIG
         if not path.is_file():
             return cls()
+        fix = "restore the file from the reader's training run, or retrain it with qa train-reader"
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{path} is not valid JSON ({exc}); retrain the reader or restore the file") from exc
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
-        return cls(**known)
+            raise ModelError(f"{path} is not valid JSON ({exc}); {fix}") from exc
+        if not isinstance(raw, dict):
+            raise ModelError(f"{path} holds a JSON {_json_kind(raw)}, not an object of reader settings; {fix}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # in declaration order: max_length is checked before stride needs it
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            rule = _setting_problem(f.name, value, values.get("max_length", cls.max_length))
+            if rule is not None:
+                shown = json.dumps(value)
+                raise ModelError(
+                    f"{path}: {f.name!r} must be {rule}, got {shown if len(shown) <= 40 else shown[:37] + '...'}; "
+                    f"correct it, or remove it to use the default ({f.default})"
+                )
+            values[f.name] = value if f.name in _INT_SETTINGS else float(value)
+        return cls(**values)
 
     def confident(self, gap: float, threshold: float | None = None) -> bool:
         """The abstention rule, in one place: answer only when the gap beats the null threshold."""
@@ -58,6 +80,30 @@ class ReaderSettings:
         return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
 
 
+# The whole-number settings and their smallest values; the other settings are finite floats.
+_INT_SETTINGS = {"max_length": MIN_MAX_LENGTH, "stride": 0, "max_answer_tokens": 1}
+
+
+def _setting_problem(name: str, value: object, max_length: int) -> str | None:
+    """What a qa_reader.json value must be, when it is not that (None when it is fine)."""
+    if name in _INT_SETTINGS:
+        least = _INT_SETTINGS[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            return f"a whole number of at least {least}"
+        if name == "stride" and value >= max_length // 2:
+            # The windows must advance: the same rule as qa train-reader's --stride.
+            return f"less than half of max_length ({max_length})"
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "a finite number"
+    return None
+
+
+def _json_kind(value: object) -> str:
+    names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return names.get(type(value), "null")
+
+
 @dataclass(frozen=True)
 class Span:
     """A candidate answer inside one passage; offsets are into that passage's text."""
@@ -66,6 +112,10 @@ class Span:
     end: int
     gap: float  # span logit minus the no-answer logit of its window
     window: int
+    # The two halves of the gap (start+end logits, and the window's no-answer logits): the
+    # calibrator reads them apart, because on news text the no-answer logit runs high.
+    logit: float = 0.0
+    null: float = 0.0
 
 
 def tokenize_windows(tokenizer: Any, questions: list[str], contexts: list[str], max_length: int, stride: int) -> Any:
@@ -138,12 +188,23 @@ class Reader:
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+        _ = self.settings  # a damaged qa_reader.json fails before the weights load
         quiet_hf()
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_name, use_fast=True)
-            model = AutoModelForQuestionAnswering.from_pretrained(self.model_name, dtype=torch.float32)
+            model, loading = AutoModelForQuestionAnswering.from_pretrained(
+                self.model_name, dtype=torch.float32, output_loading_info=True
+            )
         except Exception as exc:  # transformers raises many types for a missing/corrupt model
             raise model_load_error("reader model", self.model_name, exc, "--reader-model", READER_MODEL_ENV) from exc
+        # transformers initialises head weights the checkpoint lacks at random and loads on: a plain
+        # encoder would then "answer" with confidence. The head is what lies outside the base model.
+        base = f"{model.base_model_prefix}."
+        if any(not key.startswith(base) for key in loading["missing_keys"]):
+            raise ModelError(
+                f"reader model {self.model_name} has no trained question-answering head (it looks like a plain "
+                "encoder); pass a reader trained with qa train-reader (or a hub QA model) to --reader-model"
+            )
         if not getattr(self._tokenizer, "is_fast", False):
             raise ModelError(f"reader {self.model_name} has no fast tokenizer; character offsets need one")
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -188,9 +249,11 @@ class Reader:
             pair = enc["overflow_to_sample_mapping"][w]
             seq_ids = enc.sequence_ids(w)
             offsets = enc["offset_mapping"][w]
-            for tok_s, tok_e, gap in decode_window(start_logits, end_logits, seq_ids, s.max_answer_tokens, n_best):
+            for tok_s, tok_e, logit, null in decode_window(
+                start_logits, end_logits, seq_ids, s.max_answer_tokens, n_best
+            ):
                 start, end = whole_words(contexts[pair], offsets[tok_s][0], offsets[tok_e][1])
-                span = Span(start, end, gap, w)
+                span = Span(start, end, logit - null, w, logit, null)
                 key = (span.start, span.end)
                 best = per_pair[pair].get(key)
                 if best is None or span.gap > best.gap:
@@ -213,8 +276,8 @@ def decode_window(
     sequence_ids: list[int | None],
     max_answer_tokens: int,
     n_best: int,
-) -> list[tuple[int, int, float]]:
-    """Best (start_token, end_token, gap) spans of one window, context tokens only."""
+) -> list[tuple[int, int, float, float]]:
+    """Best (start_token, end_token, span logit, no-answer logit) spans of one window, context tokens only."""
     import torch
 
     ctx = torch.tensor([sid == 1 for sid in sequence_ids], dtype=torch.bool)
@@ -229,4 +292,4 @@ def decode_window(
     scores = scores.masked_fill(~valid, float("-inf"))
     k = min(n_best, int(valid.sum()))
     top = torch.topk(scores.flatten(), k)
-    return [(int(f) // n, int(f) % n, float(v) - null) for v, f in zip(top.values, top.indices, strict=True)]
+    return [(int(f) // n, int(f) % n, float(v), null) for v, f in zip(top.values, top.indices, strict=True)]

@@ -35,6 +35,8 @@ ENV = {
     "retrieval": "QA_RETRIEVAL",
     "passages": "QA_PASSAGES",
     "reader_dtype": "QA_READER_DTYPE",
+    "calibration": "QA_CALIBRATION",
+    "min_confidence": "QA_MIN_CONFIDENCE",
 }
 
 
@@ -64,10 +66,20 @@ class Settings:
     reader_dtype: str = "auto"  # bfloat16 on CPUs with native bf16, else float32
     chunk_size: int = 600
     chunk_overlap: int = 200
+    # A calibration file (qa calibrate); None: the one beside the index, else the reader's.
+    calibration: Path | None = None
+    # Answer only when P(answer is right) reaches this; None: the calibration's own choice.
+    min_confidence: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", Path(self.seeds))  # str paths from callers (or Ray) too
         object.__setattr__(self, "index_dir", Path(self.index_dir))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", Path(self.calibration))
+        if self.min_confidence is not None:
+            from qa.calibration import check_min_confidence
+
+            object.__setattr__(self, "min_confidence", check_min_confidence(self.min_confidence))
         check_retrieval(self.retrieval)
         if not isinstance(self.passages, int) or isinstance(self.passages, bool) or self.passages < 1:
             raise InputError(f"passages must be a whole number of at least 1, got {self.passages!r}")
@@ -104,6 +116,10 @@ def _from_env(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError as exc:
             raise InputError(f"{ENV[name]} must be a whole number, got {raw!r}") from exc
+    if name == "min_confidence":
+        from qa.calibration import check_min_confidence
+
+        return check_min_confidence(raw, ENV[name])
     if name == "reader_dtype":
         value = {"fp32": "float32", "bf16": "bfloat16"}.get(raw.lower(), raw.lower())
         if value not in READER_DTYPES:

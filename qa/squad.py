@@ -84,9 +84,11 @@ def predict_spans(
     """
     from tqdm import tqdm
 
+    from qa.calibration import Calibration
     from qa.decode import decode
     from qa.types import Chunk, Document, Passage
 
+    calibration = Calibration.from_reader_settings(reader.settings)  # the gap threshold is applied later
     out: list[SquadPrediction] = []
     bar = tqdm(total=len(examples), desc="predict", unit="q", disable=not progress)
     for i in range(0, len(examples), batch_questions):
@@ -96,7 +98,7 @@ def predict_spans(
             doc = Document(ex.id, "", ex.context, "")
             passage = Passage(Chunk(ex.id, 0, 0, len(ex.context), ex.context), 1.0, 1)
             sentences = {ex.id: [(0, len(ex.context))]}
-            decoded = decode([(s, passage) for s in found], {ex.id: doc}, sentences, reader.settings, top_k=1)
+            decoded = decode(ex.question, [(s, passage) for s in found], {ex.id: doc}, sentences, calibration)
             best = decoded.answers[0] if decoded.answers else decoded.closest
             out.append(SquadPrediction(ex.id, best.text if best else "", decoded.best_gap))
         bar.update(len(part))
@@ -178,3 +180,21 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise InputError(f"{path} is not a {{question_id: answer}} object; pass the JSON written by qa squad-predict")
     return {str(k): str(v) for k, v in raw.items()}
+
+
+def write_articles(examples: Sequence[SquadExample], folder: Path) -> list[tuple[str, str, list[str]]]:
+    """The articles of SQuAD examples as plain-text files in `folder` (paragraphs separated by a
+    blank line, one file per title), so the assistant can be run over them as users run it.
+
+    Returns (id, question, answers) per example: the gold for asking them through the assistant.
+    """
+    paragraphs: dict[str, list[str]] = {}
+    for ex in examples:
+        seen = paragraphs.setdefault(ex.title, [])
+        if ex.context not in seen:
+            seen.append(ex.context)
+    folder.mkdir(parents=True, exist_ok=True)
+    for title, texts in paragraphs.items():
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in title) or "article"
+        (folder / f"{name}.txt").write_text("\n\n".join(t.strip() for t in texts) + "\n", encoding="utf-8")
+    return [(ex.id, ex.question, list(ex.answers)) for ex in examples]

@@ -65,6 +65,9 @@ class Result:
     closest: Answer | None = None
     error: str | None = None
     seconds: float = 0.0
+    # What the calibration read of the best span (`qa.calibration.FEATURES`): `qa calibrate`
+    # fits on it, and it shows why the assistant was or was not sure. Not part of `to_dict`.
+    features: dict[str, float] | None = field(default=None, repr=False)
 
     @property
     def answer(self) -> Answer | None:

@@ -11,11 +11,13 @@ so `qa ask` never pays for it.
 from __future__ import annotations
 
 import tempfile
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from qa.batch import answer_items
 from qa.errors import InputError, QAError
@@ -50,6 +52,7 @@ from qa.handlers import (
     write_downloads,
 )
 from qa.types import RECORD_FIELDS
+from qa.upload_guard import UploadedFiles, UploadGuard
 
 # The handlers are part of this module's interface (tests and callers use web.ask_handler, …).
 __all__ = [
@@ -156,11 +159,11 @@ def api_batch(
     file: object,
     top_k: int = 1,
     doc_id: str | None = None,
-    upload_root: Path | None = None,
+    uploaded: Callable[[object], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """`/batch`: one record per question (the columns of `qa batch`), in the file's order."""
     try:
-        items, _ = read_checked_upload(file, upload_root, "send a .csv, .jsonl or .txt file of questions")
+        items, _ = read_checked_upload(file, uploaded, "send a .csv, .jsonl or .txt file of questions")
         return answer_items(assistant, items, top_k=parse_top_k(top_k, None), doc_id=resolve_doc(doc_id))
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc
@@ -169,16 +172,20 @@ def api_batch(
 # --- the page ---------------------------------------------------------------------------------
 
 
-def build_app(assistant: Assistant) -> gr.Blocks:
-    """The page and its API endpoints over `assistant`; nothing is launched or loaded here."""
+def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blocks:
+    """The page and its API endpoints over `assistant`; nothing is launched or loaded here.
+
+    Batch results to download go to `downloads_dir`, which its owner removes; without one, to a
+    folder of the page's own, removed when the page is garbage-collected or Python exits.
+    """
     doc_ids = sorted(assistant.documents)
     examples = [q for d in doc_ids for q in EXAMPLES.get(d, [])]
     model_events: dict[str, Any] = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
-    # Gradio checks that a component's file input was uploaded, but passes gr.api's FileData
-    # through as given: without this, a client could have /batch read any .txt on the server.
-    uploads = Path(get_upload_folder())
-    # Results to download live as long as the server (the handler below holds the folder), then go.
-    downloads_dir = tempfile.TemporaryDirectory(prefix="qa-serve-")
+    # Only files that came in through the upload route are read (see qa.upload_guard); `app` is
+    # bound below, before any request can arrive.
+    uploaded = UploadedFiles(lambda: app.upload_file_set)
+    own_downloads = tempfile.TemporaryDirectory(prefix="qa-serve-") if downloads_dir is None else None
+    out_dir: Path = Path(own_downloads.name) if own_downloads is not None else downloads_dir
 
     with gr.Blocks(
         title="article-qa: ask the article",
@@ -269,7 +276,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         )
 
         def on_batch(f: str | None, k: float, d: str) -> tuple[Any, ...]:
-            view = batch_handler(assistant, f, k, d, out_dir=Path(downloads_dir.name), upload_root=uploads)
+            view = batch_handler(assistant, f, k, d, out_dir=out_dir, uploaded=uploaded)
             return view.status, view.rows or None, view.files or None
 
         batch_button.click(
@@ -286,12 +293,14 @@ def build_app(assistant: Assistant) -> gr.Blocks:
 
         def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
             """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
-            return api_batch(assistant, file, top_k, doc_id, upload_root=uploads)
+            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
 
         gr.api(ask, api_name="ask", **model_events)
         gr.api(batch, api_name="batch", **model_events)
 
     app.queue(default_concurrency_limit=1, max_size=256)
+    if own_downloads is not None:
+        weakref.finalize(app, own_downloads.cleanup)  # the folder lives exactly as long as the page
     return app
 
 
@@ -299,7 +308,20 @@ def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
     """Load the models, then serve the page at http://host:port; blocks until Ctrl+C unless `block` is False."""
     assistant.log("Loading the articles, the index and the models…")
     assistant.warm_up()
-    app = build_app(assistant)
+    if not block:
+        app = build_app(assistant)  # its downloads folder lives as long as the caller keeps the page
+        _launch(app, assistant, host, port)
+        return app
+    # The downloads folder goes when the server stops. Its own finalizer would come too late:
+    # `qa` leaves with os._exit, which skips atexit, so every stopped server left one behind.
+    with tempfile.TemporaryDirectory(prefix="qa-serve-") as downloads:
+        app = build_app(assistant, Path(downloads))
+        _launch(app, assistant, host, port)
+        app.block_thread()  # returns on Ctrl+C (or SIGTERM, under `qa serve`), after closing the server
+    return app
+
+
+def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int) -> None:
     try:
         app.launch(
             server_name=host,
@@ -310,6 +332,8 @@ def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
             css=CSS,
             footer_links=["api"],
             quiet=True,  # Gradio's own banner suggests share links; say where the page is instead
+            # File arguments are checked on the raw request, before Gradio copies or fetches them.
+            app_kwargs={"middleware": [Middleware(UploadGuard, uploaded=UploadedFiles(lambda: app.upload_file_set))]},
         )
     except OSError as exc:
         raise InputError(
@@ -319,6 +343,3 @@ def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     where = "" if shown == host else f" (listening on {host})"
     assistant.log(f"The page is at http://{shown}:{port}{where}; its API is /ask and /batch. Ctrl+C stops it.")
-    if block:
-        app.block_thread()  # returns on Ctrl+C, after closing the server
-    return app

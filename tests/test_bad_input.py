@@ -8,6 +8,7 @@ embedder is the real packaged one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -139,7 +140,7 @@ def test_a_lone_surrogate_in_jsonl_is_one_error_record(place: dict[str, str], tm
     (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     done = qa(place, "batch", str(tmp_path / "q.jsonl"), "--out", str(out))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # a record had an error; all were written
     got = records(out.read_text(encoding="utf-8"))
     assert [r["id"] for r in got] == ["a", "b", "c"]
     assert got[0]["answer"] is not None and got[2]["answer"] is not None
@@ -154,7 +155,7 @@ def test_non_utf8_bytes_in_an_argument_are_one_line(place: dict[str, str]) -> No
 def test_non_utf8_bytes_on_stdin_cost_only_their_line(place: dict[str, str]) -> None:
     stdin = QUESTIONS[0].encode() + b"\nWho \xff devised it?\n" + QUESTIONS[1].encode() + b"\n"
     done = qa(place, "batch", "-", stdin=stdin)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # a record had an error; all were written
     got = records(done.stdout.decode("utf-8"))
     assert [r["id"] for r in got] == [1, 2, 3]
     assert got[1]["error"] and "not UTF-8" in got[1]["error"] and got[1]["question"] == "Who \ufffd devised it?"
@@ -285,29 +286,7 @@ def test_qa_works_from_another_folder(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_in_a_long_batch_keeps_what_was_answered(place: dict[str, str], tmp_path: Path) -> None:
-    questions = write_questions(tmp_path / "q.txt", [f"{QUESTIONS[i % 3]} ({i})" for i in range(3000)])
-    out = tmp_path / "answers.jsonl"
-    full = {**os.environ, "HF_HUB_OFFLINE": "1", **place}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qa.cli", "batch", str(questions), "--out", str(out)],
-        stderr=subprocess.PIPE,
-        env=full,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # wait until some records sit in the temporary file
-        partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.stat().st_size > 0]
-        if partial or proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    text = err.decode()
-    assert proc.returncode == 130, text
-    assert "Traceback" not in text and "Interrupted: kept" in text
-    got = records(out.read_text(encoding="utf-8"))
-    assert 0 < len(got) < 3000
-    assert [r["id"] for r in got] == list(range(1, len(got) + 1))  # in input order, none skipped
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "q.txt"]
+    stop_a_long_batch(place, tmp_path, signal.SIGINT, expect_status=130)
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -365,3 +344,181 @@ def test_the_server_never_cites_a_stale_article(server: Any) -> None:
         assert new_text[a["start"] : a["end"]] == a["text"]
     for p in second["passages"]:
         assert new_text[p["start"] : p["end"]] == p["text"]
+
+
+# --- outputs that must not be replaced, stops by signal, leftovers --------------------------------
+
+LONG_BATCH = 3000
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every entry of the folder (hidden ones too) with its content, to show nothing was touched."""
+    entries = {}
+    for p in folder.iterdir():
+        entries[p.name] = os.readlink(p).encode() if p.is_symlink() else b"" if p.is_dir() else p.read_bytes()
+    return entries
+
+
+@pytest.mark.parametrize("spelling", ["q.jsonl", "./q.jsonl", "sub/../q.jsonl", "link.jsonl", "hard.jsonl"])
+def test_out_that_is_the_input_file_is_refused_before_any_work(
+    place: dict[str, str], tmp_path: Path, spelling: str
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS), encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.jsonl").symlink_to("q.jsonl")
+    os.link(questions, tmp_path / "hard.jsonl")
+    before = files_in(tmp_path)
+    done = qa(place, "batch", "q.jsonl", "--out", spelling, cwd=tmp_path)
+    one_line_error(done, f"--out {spelling} is the input file q.jsonl (the same file)", "choose another path for --out")
+    assert b"questions:" not in done.stderr  # refused before a model loaded
+    assert files_in(tmp_path) == before
+
+
+@pytest.mark.parametrize(("command", "flag"), [("eval", "--report"), ("squad-predict", "--out")])
+def test_eval_and_squad_predict_refuse_to_replace_their_input(
+    place: dict[str, str], tmp_path: Path, command: str, flag: str
+) -> None:
+    if command == "eval":
+        given = tmp_path / "gold.jsonl"
+        given.write_text(json.dumps({"id": "1", "question": QUESTIONS[0], "answers": ["Colby"]}) + "\n")
+    else:
+        given = tmp_path / "dev.json"
+        shutil.copy(ROOT / "tests" / "data" / "squad_tiny.json", given)
+    before = files_in(tmp_path)
+    done = qa(place, command, given.name, flag, f"./{given.name}", cwd=tmp_path)
+    one_line_error(done, f"{flag} ./{given.name} is the input file {given.name} (the same file)", flag)
+    assert files_in(tmp_path) == before
+
+
+@pytest.mark.parametrize(("command", "flag"), [("batch", "--out"), ("eval", "--report")])
+def test_a_read_only_output_is_refused_before_any_work(
+    place: dict[str, str], tmp_path: Path, command: str, flag: str
+) -> None:
+    if command == "batch":
+        given = write_questions(tmp_path / "q.txt")
+    else:
+        given = tmp_path / "gold.jsonl"
+        given.write_text(json.dumps({"id": "1", "question": QUESTIONS[0], "answers": ["Colby"]}) + "\n")
+    out = tmp_path / "kept.jsonl"
+    out.write_text("precious\n", encoding="utf-8")
+    out.chmod(0o444)  # the tests run as root, who could write it: the mode bits decide, as for `cp`
+    before = files_in(tmp_path)
+    done = qa(place, command, str(given), flag, str(out))
+    one_line_error(done, f"{flag} {out} is read-only", f"chmod u+w {out}", f"choose another path for {flag}")
+    assert b"questions:" not in done.stderr
+    assert files_in(tmp_path) == before and stat.S_IMODE(out.stat().st_mode) == 0o444
+
+
+def test_a_batch_with_error_records_writes_them_all_and_exits_1(place: dict[str, str], tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a", "question": QUESTIONS[0]}),
+        "{broken",
+        json.dumps({"id": "c", "question": QUESTIONS[1]}),
+    ]
+    (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    done = qa(place, "batch", str(tmp_path / "q.jsonl"), "--out", str(out))
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in err, err
+    got = records(out.read_text(encoding="utf-8"))
+    assert [r["id"] for r in got] == ["a", 2, "c"]
+    assert [bool(r["error"]) for r in got] == [False, True, False]
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith(f"Wrote 3 records to {out} ("), err
+    assert summary.endswith("1 record had an error: see the 'error' field."), err
+
+
+def test_the_progress_bar_ends_at_n_of_n(place: dict[str, str], tmp_path: Path) -> None:
+    done = qa(place, "batch", str(write_questions(tmp_path / "q.txt")), "--out", str(tmp_path / "a.jsonl"))
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    bars = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("questions:")]
+    assert bars and "3/3" in bars[-1], err
+
+
+def start_a_long_batch(place: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`qa batch` of many questions to --out answers.jsonl, once some records sit in its temporary file."""
+    questions = write_questions(tmp_path / "q.txt", [f"{QUESTIONS[i % 3]} ({i})" for i in range(LONG_BATCH)])
+    out = tmp_path / "answers.jsonl"
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **place}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "batch", str(questions), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        env=full,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.stat().st_size > 0]
+        if partial or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    return proc, out
+
+
+def stop_a_long_batch(place: dict[str, str], tmp_path: Path, signum: int, expect_status: int) -> None:
+    """Stop a long batch with `signum`: what was answered is kept, in order, with one line and no leftovers."""
+    proc, out = start_a_long_batch(place, tmp_path)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == expect_status, text
+    assert "Traceback" not in text
+    said = [line for line in text.splitlines() if "Interrupted" in line]
+    assert len(said) == 1 and said[0].startswith("Interrupted: kept "), text
+    got = records(out.read_text(encoding="utf-8"))
+    assert 0 < len(got) < LONG_BATCH
+    assert [r["id"] for r in got] == list(range(1, len(got) + 1))  # in input order, none skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "q.txt"]
+
+
+def test_sigterm_in_a_long_batch_keeps_what_was_answered(place: dict[str, str], tmp_path: Path) -> None:
+    stop_a_long_batch(place, tmp_path, signal.SIGTERM, expect_status=143)
+
+
+def test_a_killed_batch_leaves_no_stale_partial_after_the_next_run(place: dict[str, str], tmp_path: Path) -> None:
+    proc, out = start_a_long_batch(place, tmp_path)
+    proc.kill()  # SIGKILL: nothing runs, the temporary file stays
+    proc.communicate(timeout=60)
+    stale = [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert [name.split(".")[3] for name in stale] == [str(proc.pid)]  # .answers.jsonl.<pid>.<random>.partial
+    live = tmp_path / f".answers.jsonl.{os.getpid()}.writing.partial"  # a running process's: must stay
+    live.write_text("in progress\n", encoding="utf-8")
+    done = qa(place, "batch", str(write_questions(tmp_path / "q3.txt")), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert [r["question"] for r in records(out.read_text(encoding="utf-8"))] == QUESTIONS
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "answers.jsonl", "q.txt", "q3.txt"])
+
+
+def serving_pid(port: int) -> int:
+    """The pid of the `qa serve --port PORT` that start_server launched (it yields only the URL)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"serve" in args and str(port).encode() in args:
+                return int(cmdline.parent.name)
+    raise AssertionError(f"no qa serve process on port {port}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_server_leaves_no_downloads_folder(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))  # start_server hands our environment to the server
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(ROOT / "seeds" / ARTICLE_NAME, seeds / ARTICLE_NAME)
+    args = ["--seeds", str(seeds), "--index-dir", str(tmp_path / "index"), "--reader-model", str(tiny_reader)]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with start_server(args, port, log):
+        assert list(private_tmp.glob("qa-serve-*")), "the server made no downloads folder where the test looks"
+        os.kill(serving_pid(port), signum)
+        deadline = time.monotonic() + 60
+        while list(private_tmp.glob("qa-serve-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p.name for p in private_tmp.glob("qa-serve-*")]
+    assert left == [], log.read_text(encoding="utf-8")
+    assert "Traceback" not in log.read_text(encoding="utf-8")

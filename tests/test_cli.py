@@ -69,7 +69,7 @@ def test_batch_formats_keep_input_order_and_ids(env: dict[str, str], tmp_path: P
     )
     out = tmp_path / "answers.jsonl"
     result = run(env, "batch", str(tmp_path / "q.jsonl"), "--out", str(out))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # every record written; the bad ones fail the run
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == ["a", 2, 3, 9, "z"]
     assert [r["question"] for r in records][:2] == questions[:2]
@@ -92,7 +92,7 @@ def test_batch_formats_keep_input_order_and_ids(env: dict[str, str], tmp_path: P
 
     (tmp_path / "q.csv").write_text("id,question\nx1,Who devised the process?\nx2,\n", encoding="utf-8")
     result = run(env, "batch", str(tmp_path / "q.csv"), "--format", "csv")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # x2 has no question
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["id"] for r in rows] == ["x1", "x2"] and rows[1]["error"]
 

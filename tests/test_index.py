@@ -164,3 +164,20 @@ def test_query_vectors_equal_sentence_transformers_vectors(embedder: Embedder) -
     assert fresh._model is None, "the query path must not load sentence-transformers"
     assert np.abs(light - embedder.encode(questions)).max() < 1e-5
     assert np.allclose(np.linalg.norm(light, axis=1), 1.0, atol=1e-5)
+
+
+class _NoEncoding:
+    name = "never-used"
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        raise AssertionError("nothing may be embedded for an index that cannot be written")
+
+
+@pytest.mark.parametrize("where", ["file", "file/index"])
+def test_an_index_path_that_cannot_be_a_folder_is_refused_before_embedding(tmp_path: Path, where: str) -> None:
+    seeds = tmp_path / "seeds"
+    write(seeds, "a.txt", "Some article.")
+    (tmp_path / "file").write_text("not an index")
+    with pytest.raises(IndexStoreError, match=r"QA index folder .* not a folder; pass a folder to --index-dir"):
+        build_index(tmp_path / where, load_documents(seeds), _NoEncoding(), 300, 100, progress=False)  # type: ignore[arg-type]
+    assert (tmp_path / "file").read_text() == "not an index"

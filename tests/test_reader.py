@@ -20,8 +20,8 @@ def test_decode_window_picks_the_best_context_span() -> None:
     start[1], end[2] = 9.0, 9.0  # a question span must never win
     spans = decode_window(start, end, seq_ids, max_answer_tokens=30, n_best=3)
     assert spans[0][:2] == (5, 6)
-    assert spans[0][2] == pytest.approx(7.0 - 2.0)
-    assert all(seq_ids[s] == 1 and seq_ids[e] == 1 and s <= e for s, e, _ in spans)
+    assert spans[0][2:] == (pytest.approx(7.0), pytest.approx(2.0))  # span logit, no-answer logit
+    assert all(seq_ids[s] == 1 and seq_ids[e] == 1 and s <= e for s, e, _, _ in spans)
 
 
 def test_decode_window_respects_max_answer_length() -> None:
@@ -30,7 +30,7 @@ def test_decode_window_respects_max_answer_length() -> None:
     end = torch.zeros(11)
     start[1], end[10] = 10.0, 10.0
     spans = decode_window(start, end, seq_ids, max_answer_tokens=4, n_best=5)
-    assert all(e - s < 4 for s, e, _ in spans)
+    assert all(e - s < 4 for s, e, _, _ in spans)
 
 
 def test_whole_words_widens_cut_words() -> None:

@@ -122,14 +122,43 @@ def test_unexpected_errors_become_one_line(document: Document) -> None:
 def test_only_uploaded_files_are_read(document: Document, tmp_path: Path) -> None:
     import gradio as gr
 
+    from qa.upload_guard import UploadedFiles
+
     stub = StubAssistant({DOC_ID: document}, RuntimeError("must not be asked"))
-    secret = _write(document, "secret.txt", "a line that must not leave the server\n")
+    # A copy that Gradio made in its cache of a file the client named is not an upload, even
+    # though it sits in the upload folder: only the upload route's own files count.
     uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    view = web.batch_handler(stub, secret, upload_root=uploads)  # type: ignore[arg-type]
-    assert "not uploaded" in view.status and view.rows == []
-    with pytest.raises(gr.Error, match="not uploaded"):
-        web.api_batch(stub, {"path": secret}, upload_root=uploads)  # type: ignore[arg-type]
+    (uploads / "abc").mkdir(parents=True)
+    received = uploads / "abc" / "questions.txt"
+    received.write_text("a question?\n", encoding="utf-8")
+    copied = uploads / "def" / "secret.txt"
+    copied.parent.mkdir()
+    copied.write_text("a line that must not leave the server\n", encoding="utf-8")
+    uploaded = UploadedFiles(lambda: {str(received)})
+    for secret in (str(copied), str(uploads / "abc" / ".." / "def" / "secret.txt"), "https://example.com/q.txt"):
+        view = web.batch_handler(stub, secret, uploaded=uploaded)  # type: ignore[arg-type]
+        assert "not uploaded" in view.status and view.rows == []
+        with pytest.raises(gr.Error, match="not uploaded"):
+            web.api_batch(stub, {"path": secret}, uploaded=uploaded)  # type: ignore[arg-type]
+    assert uploaded(str(uploads / "def" / ".." / "abc" / "questions.txt"))  # another spelling of an upload
+
+
+def test_the_upload_guard_refuses_file_arguments_that_were_not_uploaded() -> None:
+    from qa.upload_guard import NOT_UPLOADED, refusal
+
+    def uploaded(path: object) -> bool:
+        return path == "/up/1/q.txt"
+
+    def body(path: str) -> bytes:
+        return json.dumps({"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, 1, None]}).encode()
+
+    assert refusal(body("/up/1/q.txt"), uploaded) is None
+    assert refusal(body("/etc/passwd.txt"), uploaded) == NOT_UPLOADED
+    assert "URL" in (refusal(body("https://example.com/q.txt"), uploaded) or "")
+    nested = json.dumps({"data": [[{"x": {"path": "/etc/a.txt", "meta": {"_type": "gradio.FileData"}}}]]}).encode()
+    assert refusal(nested, uploaded) == NOT_UPLOADED
+    assert refusal(b'{"data": ["a question", 1, null]}', uploaded) is None
+    assert refusal(b"not json", uploaded) is None  # Gradio refuses it itself; it names no file
 
 
 def _write(document: Document, name: str, text: str | bytes) -> str:

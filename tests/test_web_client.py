@@ -39,18 +39,21 @@ def rounded(value: Any) -> Any:
     return value
 
 
-def qa(*args: str) -> str:
+def qa(*args: str, status: int = 0) -> str:
     done = subprocess.run([sys.executable, "-m", "qa.cli", *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == status, done.stderr
     return done.stdout
+
+
+SERVER_LOG: list[Path] = []  # where the module's server writes its log (for the tests that read it)
 
 
 @pytest.fixture(scope="module")
 def served(seeds_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     """(url, the --seeds/--index-dir options) of a `qa serve` running in a subprocess."""
     place = ["--seeds", str(seeds_copy), "--index-dir", str(tmp_path_factory.mktemp("serve-index"))]
-    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    with start_server(place, free_port(), log) as url:
+    SERVER_LOG[:] = [tmp_path_factory.mktemp("serve-log") / "serve.log"]
+    with start_server(place, free_port(), SERVER_LOG[0]) as url:
         yield url, place
 
 
@@ -109,21 +112,47 @@ def test_batch_is_the_same_as_qa_batch(client: Any, served: tuple[str, list[str]
     lines = [json.dumps({"id": f"q{i}", "question": q}) for i, q in enumerate(QUESTIONS, 1)] + ["{not json"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     records = client.predict(handle_file(str(path)), 1, None, api_name="/batch")
-    cli = [json.loads(line) for line in qa("batch", str(path), *place).splitlines()]
+    # The bad line makes `qa batch` exit 1 (after writing every record); the page has no exit status.
+    cli = [json.loads(line) for line in qa("batch", str(path), *place, status=1).splitlines()]
     assert rounded(records) == rounded(cli)
     assert [r["id"] for r in records] == ["q1", "q2", "q3", "q4", 5]
     assert "not valid JSON" in records[-1]["error"]
 
 
 def test_batch_reads_only_uploaded_files(served: tuple[str, list[str]], tmp_path: Path) -> None:
-    # Raw HTTP: gradio_client would upload a local path itself, which is the client's own right.
+    """Raw HTTP, as an attacker sends it: a file argument marked as Gradio's FileData that names a
+    path on the server (in /tmp, in the server's working folder, a system file, a `..` spelling
+    into the upload folder) or a URL is refused with one line, on every route, and never read.
+    (gradio_client would upload a local path itself, which is the client's own right.)"""
+    import gradio
     import httpx
+    from gradio.utils import get_upload_folder
 
     url = served[0]
     secret = tmp_path / "secret.txt"
     secret.write_text("a line that must not leave the server\n", encoding="utf-8")
-    for file in ({"path": str(secret)}, str(secret)):
-        posted = httpx.post(f"{url}gradio_api/call/batch", json={"data": [file, 1, None]}, timeout=30)
-        posted.raise_for_status()
-        events = httpx.get(f"{url}gradio_api/call/batch/{posted.json()['event_id']}", timeout=60).text
-        assert "not uploaded" in events and "must not leave" not in events
+    in_cwd = Path.cwd() / "benchmarks" / "questions.txt"  # the server runs in the test's working folder
+    system = next(Path(gradio.__file__).parent.rglob("*.txt"), None)  # a .txt that ships with a package
+    paths = [str(secret), f"{get_upload_folder()}/../{secret.relative_to('/')}", "http://127.0.0.1:9/x.txt"]
+    paths += [str(p) for p in (in_cwd, system) if p is not None and p.is_file()]
+    config = httpx.get(f"{url}config", timeout=30).json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "batch")
+    for path in paths:
+        file = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        called = httpx.post(f"{url}gradio_api/call/batch", json={"data": [file, 1, None]}, timeout=30)
+        joined = httpx.post(
+            f"{url}gradio_api/queue/join",
+            json={"data": [file, 1, None], "fn_index": fn_index, "session_hash": "attacker"},
+            timeout=30,
+        )
+        for response in (called, joined):
+            assert response.status_code == 400, (path, response.text)
+            message = response.json()["error"]
+            assert "not uploaded" in message or "not fetched from URLs" in message
+    # A file argument without Gradio's marker reaches the handler, which checks it too.
+    posted = httpx.post(f"{url}gradio_api/call/batch", json={"data": [{"path": str(secret)}, 1, None]}, timeout=30)
+    posted.raise_for_status()
+    events = httpx.get(f"{url}gradio_api/call/batch/{posted.json()['event_id']}", timeout=60).text
+    assert "not uploaded" in events and "must not leave" not in events
+    log = SERVER_LOG[0].read_text(encoding="utf-8")
+    assert "Traceback" not in log and "must not leave" not in log

@@ -1,0 +1,112 @@
+"""Calibration in the deployed mode, measured: which features travel across domains, and how well.
+
+Asks held-out questions through the whole assistant (retrieval, 3 passages, decoding) once and
+keeps what it saw (`--observations FILE`, reused on the next run), then compares calibrators:
+the reader's own gap threshold, Platt scaling of the gap refitted here, and logistic
+regressions over feature sets, each fitted on the mix of domains and scored
+
+- within each domain (5-fold cross-validated, so no question is scored by a fit that saw it),
+- leave-one-domain-out (fitted without the domain, tested on it),
+- on the held-out test set (`--test`, e.g. eval/gold.jsonl: never used for fitting).
+
+    python benchmarks/calibration.py --observations runs/calibration-observations.json
+
+Domains: the news article's calibration questions (eval/calibration.jsonl over seeds/) and the
+reader's four validation articles of the shared SQuAD data (never trained on), as plain-text
+articles in a private folder. Writes the reliability diagram and risk-coverage curve with
+`--plots DIR` (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qa.calibration import (  # noqa: E402
+    FEATURES,
+    WH_WORDS,
+    Calibration,
+    Observation,
+    domain_weights,
+    fit,
+    observe,
+    score,
+    score_cross_validated,
+    squad_gold,
+)
+
+VALIDATION = ["Economic_inequality", "Rhine", "Harvard_University", "Kenya"]
+SQUAD = ROOT.parent / "shared" / "data" / "squad" / "squad-train-38.json"
+
+FEATURE_SETS = {
+    "gap": ("gap",),
+    "gap+null": ("gap", "null"),
+    "logits": ("gap", "logit", "null", "margin"),
+    "logits+lengths": ("gap", "logit", "null", "margin", "answer_chars", "question_words"),
+    "logits+retrieval": ("gap", "logit", "null", "margin", "rank", "retrieval_score"),
+    "all": FEATURES,
+    "all-but-wh": tuple(f for f in FEATURES if not f.startswith("wh_")),
+}
+
+
+def observe_all(path: Path, test: Path | None) -> dict[str, list[Observation]]:
+    import tempfile
+
+    from qa.assistant import Assistant
+    from qa.evaluate import load_gold
+
+    if path.is_file():
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {k: [Observation(**o) for o in v] for k, v in raw.items()}
+    news = Assistant(ROOT / "seeds", ROOT / "index", log=lambda m: None)
+    out = {"news": observe(news, load_gold(ROOT / "eval" / "calibration.jsonl"), "news", progress=True)}
+    if test is not None:
+        out["test"] = observe(news, load_gold(test), "news", progress=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        items = squad_gold(SQUAD, VALIDATION, Path(tmp) / "articles")
+        wiki = Assistant(Path(tmp) / "articles", Path(tmp) / "index", reader=news.reader, embedder=news.embedder)
+        out["squad"] = observe(wiki, items, "squad", progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: [asdict(o) for o in v] for k, v in out.items()}), encoding="utf-8")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--observations", type=Path, default=ROOT / "runs" / "calibration-observations.json")
+    parser.add_argument("--test", type=Path, default=ROOT / "eval" / "gold.jsonl")
+    parser.add_argument("--plots", type=Path, default=None)
+    args = parser.parse_args()
+    obs = observe_all(args.observations, args.test)
+    fitting = obs["news"] + obs["squad"]
+    from qa.reader import ReaderSettings
+
+    shipped = Calibration.from_reader_settings(ReaderSettings.load(ROOT / "qa" / "models" / "reader"))
+    rows = [("reader's own (qa_reader.json)", lambda o: shipped)]
+    for name, feats in FEATURE_SETS.items():
+        rows.append((name, lambda o, feats=feats: fit(o, feats)))
+    print(f"{len(obs['news'])} news + {len(obs['squad'])} SQuAD questions to fit; {len(obs.get('test', []))} to test")
+    header = f"{'calibrator':32} {'news CV':>28} {'squad CV':>28} {'news LODO':>16} {'squad LODO':>16} {'test':>28}"
+    print(header)
+    for name, fitter in rows:
+        cells = []
+        for d in ("news", "squad"):
+            s = score_cross_validated(obs[d], fitter) if name != rows[0][0] else score(shipped, obs[d])
+            cells.append(f"F1 {100 * s.f1:5.1f} ECE {s.ece or 0:.3f} R {100 * (s.abstain_recall or 0):3.0f}")
+        for d, other in (("news", "squad"), ("squad", "news")):
+            s = score(fitter(obs[other]), obs[d])
+            cells.append(f"F1 {100 * s.f1:5.1f} E {s.ece or 0:.2f}")
+        s = score(fitter(fitting), obs["test"]) if "test" in obs else None
+        cells.append(f"F1 {100 * s.f1:5.1f} ECE {s.ece or 0:.3f} R {100 * (s.abstain_recall or 0):3.0f}" if s else "")
+        print(f"{name:32} " + " ".join(f"{c:>28}" if i in (0, 1, 4) else f"{c:>16}" for i, c in enumerate(cells)))
+    _ = (WH_WORDS, domain_weights)
+
+
+if __name__ == "__main__":
+    main()

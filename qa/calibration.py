@@ -1,0 +1,659 @@
+"""How sure the assistant is, and when it says "the article does not say".
+
+The reader's own score (its span logit minus its no-answer logit, the "gap") does not mean the
+same thing in every domain: on news text its no-answer logit runs high, so a threshold on the
+gap fitted on Wikipedia paragraphs throws good answers away. So, as Kamath, Jia & Liang (2020,
+"Selective Question Answering under Domain Shift") do, a small calibrator is fitted on how the
+whole assistant behaves on held-out questions (retrieval, the passages it reads, decoding):
+a logistic regression over features that travel across domains (the gap and its two halves,
+the margin over the next answer, the answer's and passage's length, the passage's retrieval
+rank and score, the question's length and wh-word). Its output is the probability that the
+answer is **right**, meaning its SQuAD F1 against a gold answer is at least 0.5 (any answer to
+an unanswerable question is wrong). The assistant answers when that probability reaches
+`min_confidence`, chosen on the same data to maximise F1 (the user can override it).
+
+A calibration is a small JSON file. Where the assistant finds one, first match wins:
+`--calibration FILE`, `calibration.json` beside the index (written by `qa calibrate`), and
+`calibration.json` beside the reader (shipped with it). A reader without one falls back to
+the gap threshold and Platt scaling in its `qa_reader.json`, expressed as the same kind of
+calibration (one feature, the gap), so there is one rule for answering either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qa.errors import InputError, ModelError
+from qa.metrics import score_one
+
+if TYPE_CHECKING:
+    from qa.reader import ReaderSettings, Span
+    from qa.types import Passage
+
+CALIBRATION_FILE = "calibration.json"
+FORMAT_VERSION = 1
+RIGHT_F1 = 0.5
+RIGHT = f"SQuAD F1 >= {RIGHT_F1} against a gold answer; any answer to an unanswerable question is wrong"
+MEANING = (
+    "the estimated probability that the answer is right (SQuAD F1 of at least 0.5 against what a careful "
+    "reader would answer)"
+)
+WH_WORDS = ("who", "what", "when", "where", "which", "why", "how")
+MARGIN_CAP = 10.0  # a lone candidate has no runner-up; its margin is "very large", not infinite
+FEATURES = (
+    "gap",
+    "logit",
+    "null",
+    "margin",
+    "answer_chars",
+    "passage_chars",
+    "rank",
+    "retrieval_score",
+    "question_words",
+    *(f"wh_{w}" for w in WH_WORDS),
+)
+_WORD = re.compile(r"\w+")
+
+
+def candidate_features(question: str, span: Span, passage: Passage, margin: float) -> dict[str, float]:
+    """What the calibrator knows about one candidate answer (see FEATURES)."""
+    words = [w.lower() for w in _WORD.findall(question)]
+    wh = next((w for w in words if w in WH_WORDS), None)
+    return {
+        "gap": span.gap,
+        "logit": span.logit,
+        "null": span.null,
+        "margin": max(-MARGIN_CAP, min(MARGIN_CAP, margin)),
+        "answer_chars": math.log1p(max(span.end - span.start, 0)),
+        "passage_chars": math.log1p(len(passage.chunk.text)),
+        "rank": float(passage.rank),
+        "retrieval_score": passage.score,
+        "question_words": math.log1p(len(words)),
+        **{f"wh_{w}": float(w == wh) for w in WH_WORDS},
+    }
+
+
+def sigmoid(z: float) -> float:
+    if z < -60:
+        return 0.0
+    if z > 60:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(answer is right) = sigmoid(bias + sum(weight * (feature - mean) / scale)); answer when >= min_confidence."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    min_confidence: float
+    reader: dict[str, Any] = field(default_factory=dict)  # which reader it was fitted for
+    fitted: dict[str, Any] = field(default_factory=dict)  # data, counts, mode, figures: provenance
+    source: str = ""  # where it was loaded from (not saved)
+
+    def logit(self, values: Mapping[str, float]) -> float:
+        z = self.bias
+        for name, mean, scale, weight in zip(self.features, self.mean, self.scale, self.weights, strict=True):
+            z += weight * (float(values.get(name, 0.0)) - mean) / scale
+        return z
+
+    def probability(self, values: Mapping[str, float]) -> float:
+        return sigmoid(self.logit(values))
+
+    def confident(self, probability: float, min_confidence: float | None = None) -> bool:
+        """The abstention rule, in one place."""
+        return probability >= (self.min_confidence if min_confidence is None else min_confidence)
+
+    @classmethod
+    def from_reader_settings(cls, settings: ReaderSettings) -> Calibration:
+        """The reader's own gap threshold and Platt scaling (qa_reader.json) as a one-feature calibration."""
+        a, b, t = settings.calib_a, settings.calib_b, settings.null_threshold
+        return cls(
+            features=("gap",),
+            mean=(0.0,),
+            scale=(1.0,),
+            weights=(a,),
+            bias=b,
+            # gap > t  <=>  sigmoid(a * gap + b) > sigmoid(a * t + b) for a > 0; the next float up keeps ">".
+            min_confidence=math.nextafter(sigmoid(a * t + b), 2.0) if a > 0 else 0.5,
+            fitted={"mode": "the reader's qa_reader.json: null threshold and Platt scaling of the gap"},
+            source="qa_reader.json",
+        )
+
+    def recalibrated(self, a: float, b: float, min_confidence: float, fitted: dict[str, Any]) -> Calibration:
+        """sigmoid(a * z + b) over this calibration's logit z: a two-number fit for a few questions."""
+        return Calibration(
+            features=self.features,
+            mean=self.mean,
+            scale=self.scale,
+            weights=tuple(a * w for w in self.weights),
+            bias=a * self.bias + b,
+            min_confidence=min_confidence,
+            reader=self.reader,
+            fitted=fitted,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw.pop("source")
+        return {"format_version": FORMAT_VERSION, "right": RIGHT, **raw}
+
+    def save(self, out: Any) -> None:
+        """Write to an `qa.files.OutputFile` (checked before the work) and commit it."""
+        out.stream.write(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        out.commit()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        path = Path(path)
+        fix = "run qa calibrate again, or delete it to use the reader's own"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise InputError(f"calibration {path} does not exist; pass a file written by qa calibrate") from exc
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelError(f"calibration {path} cannot be read ({exc}); {fix}") from exc
+        problem = _problem(raw)
+        if problem is not None:
+            raise ModelError(f"calibration {path} is damaged ({problem}); {fix}")
+        return cls(
+            features=tuple(raw["features"]),
+            mean=tuple(float(v) for v in raw["mean"]),
+            scale=tuple(float(v) for v in raw["scale"]),
+            weights=tuple(float(v) for v in raw["weights"]),
+            bias=float(raw["bias"]),
+            min_confidence=float(raw["min_confidence"]),
+            reader=dict(raw.get("reader") or {}),
+            fitted=dict(raw.get("fitted") or {}),
+            source=str(path),
+        )
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _problem(raw: object) -> str | None:
+    if not isinstance(raw, dict):
+        return "not a JSON object"
+    if raw.get("format_version") != FORMAT_VERSION:
+        return f"format_version should be {FORMAT_VERSION}, got {raw.get('format_version')!r}"
+    names = raw.get("features")
+    if not isinstance(names, list) or not names or not all(n in FEATURES for n in names):
+        return f"'features' should be a list of known feature names ({', '.join(FEATURES)})"
+    for key in ("mean", "scale", "weights"):
+        values = raw.get(key)
+        if not isinstance(values, list) or len(values) != len(names) or not all(_number(v) for v in values):
+            return f"'{key}' should be {len(names)} finite numbers, one per feature"
+    if any(v <= 0 for v in raw["scale"]):
+        return "'scale' should hold positive numbers"
+    if not _number(raw.get("bias")):
+        return "'bias' should be a finite number"
+    if not _number(raw.get("min_confidence")) or not 0 <= raw["min_confidence"] <= 1:
+        return "'min_confidence' should be a number from 0 to 1"
+    for key in ("reader", "fitted"):
+        if key in raw and not isinstance(raw[key], dict):
+            return f"'{key}' should be a JSON object"
+    return None
+
+
+def check_min_confidence(value: object, source: str = "min confidence") -> float:
+    """A probability from 0 to 1, from a flag, an environment variable or the page; else one line."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}") from exc
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}")
+    return number
+
+
+def reader_fingerprint(model: str) -> str:
+    """Which reader a calibration belongs to: the weights' names, sizes and first MB (cheap, and a
+    retrained reader changes it); a hub id is its own fingerprint."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return f"id:{model}"
+    digest = hashlib.sha256()
+    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), folder / "config.json"]):
+        if path.is_file():
+            digest.update(f"{path.name}:{path.stat().st_size}:".encode())
+            with path.open("rb") as f:
+                digest.update(f.read(1 << 20))
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def find_calibration(explicit: Path | None, index_dir: Path, reader_dir: str) -> Path | None:
+    """The calibration file in effect (see the module docstring), or None for the reader's own rule."""
+    if explicit is not None:
+        return explicit
+    for folder in (index_dir, Path(reader_dir)):
+        path = folder / CALIBRATION_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+# --- what the assistant did, question by question ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One held-out question as the assistant answered it: its best candidate and how good it was."""
+
+    domain: str
+    question: str
+    answerable: bool
+    features: dict[str, float] | None  # None: no candidate at all (it always abstains)
+    f1: float  # the best candidate's F1 against the gold (0 when unanswerable or no candidate)
+
+    @property
+    def right(self) -> bool:
+        return self.answerable and self.features is not None and self.f1 >= RIGHT_F1
+
+
+def observe(assistant: Any, gold: Sequence[Any], domain: str, progress: bool = False) -> list[Observation]:
+    """Ask every gold question through the assistant (retrieval, reading, decoding as users run it)."""
+    results = assistant.ask_many([g.question for g in gold], top_k=1, progress=progress)
+    out = []
+    for g, r in zip(gold, results, strict=True):
+        best = r.answer or r.closest
+        f1 = score_one(g.answers, best.text)[1] if best is not None and g.answerable else 0.0
+        out.append(Observation(domain, g.question, g.answerable, r.features if best is not None else None, f1))
+    return out
+
+
+# --- scoring a calibration --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scores:
+    """How a calibration's decisions and probabilities fare on observations (shares in 0..1)."""
+
+    questions: int
+    answered: int
+    f1: float
+    abstain_precision: float | None
+    abstain_recall: float | None
+    ece: float | None
+    coverage_80: float
+    coverage_90: float
+
+    def line(self) -> str:
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{100 * x:.1f}%"
+
+        return (
+            f"F1 {100 * self.f1:.1f}, abstention precision {pct(self.abstain_precision)}, "
+            f"recall {pct(self.abstain_recall)}, ECE {'n/a' if self.ece is None else f'{self.ece:.3f}'}, "
+            f"answered {self.answered}/{self.questions}, coverage at 80%/90% accuracy "
+            f"{pct(self.coverage_80)}/{pct(self.coverage_90)}"
+        )
+
+
+def expected_calibration_error(confidences: Sequence[float], right: Sequence[bool], bins: int = 10) -> float | None:
+    """10 equal-width bins over answered questions: mean |confidence - share right|, weighted by bin size."""
+    if not confidences:
+        return None
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [i for i, c in enumerate(confidences) if lo <= c < hi or (b == bins - 1 and c == 1.0)]
+        if inside:
+            conf = sum(confidences[i] for i in inside) / len(inside)
+            acc = sum(right[i] for i in inside) / len(inside)
+            total += len(inside) * abs(conf - acc)
+    return total / len(confidences)
+
+
+def coverage_at(confidences: Sequence[float | None], right: Sequence[bool], accuracy: float) -> float:
+    """The largest share of all questions that can be answered, most confident first, keeping the
+    answered ones at least `accuracy` right (questions with no candidate are never answered)."""
+    ranked = sorted((c, r) for c, r in zip(confidences, right, strict=True) if c is not None)
+    ranked.reverse()
+    best, hits = 0, 0
+    for n, (_, r) in enumerate(ranked, 1):
+        hits += r
+        if hits / n >= accuracy:
+            best = n
+    return best / len(confidences) if confidences else 0.0
+
+
+def score(calibration: Calibration, observations: Sequence[Observation], min_confidence: float | None = None) -> Scores:
+    probs = [None if o.features is None else calibration.probability(o.features) for o in observations]
+    return score_probabilities(
+        probs, observations, calibration.min_confidence if min_confidence is None else min_confidence
+    )
+
+
+def score_probabilities(
+    probs: Sequence[float | None], observations: Sequence[Observation], min_confidence: float | Sequence[float]
+) -> Scores:
+    """`min_confidence` is one threshold, or one per question (cross-validation: its fold's)."""
+    cuts = [min_confidence] * len(probs) if isinstance(min_confidence, (int, float)) else list(min_confidence)
+    answered = [p is not None and p >= t for p, t in zip(probs, cuts, strict=True)]
+    f1 = [
+        (o.f1 if o.answerable else 0.0) if a else (0.0 if o.answerable else 1.0)
+        for o, a in zip(observations, answered, strict=True)
+    ]
+    abstained = [o for o, a in zip(observations, answered, strict=True) if not a]
+    unanswerable = [a for o, a in zip(observations, answered, strict=True) if not o.answerable]
+    shown = [(p, o.right) for p, o, a in zip(probs, observations, answered, strict=True) if a and p is not None]
+    rights = [o.right for o in observations]
+    n = len(observations)
+    return Scores(
+        questions=n,
+        answered=sum(answered),
+        f1=sum(f1) / n if n else 0.0,
+        abstain_precision=sum(not o.answerable for o in abstained) / len(abstained) if abstained else None,
+        abstain_recall=sum(not a for a in unanswerable) / len(unanswerable) if unanswerable else None,
+        ece=expected_calibration_error([p for p, _ in shown], [r for _, r in shown]),
+        coverage_80=coverage_at(probs, rights, 0.8),
+        coverage_90=coverage_at(probs, rights, 0.9),
+    )
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+
+def domain_weights(observations: Sequence[Observation]) -> list[float]:
+    """Each domain weighs the same in total, so 1,500 Wikipedia questions do not drown 90 news ones."""
+    counts: dict[str, int] = {}
+    for o in observations:
+        counts[o.domain] = counts.get(o.domain, 0) + 1
+    n, k = len(observations), len(counts)
+    return [n / (k * counts[o.domain]) for o in observations]
+
+
+def _logistic(x: Any, y: Any, w: Any, l2: float) -> tuple[Any, float]:
+    """Weighted L2-regularised logistic regression by Newton's method (IRLS); x is standardised."""
+    import numpy as np
+
+    design = np.hstack([x, np.ones((len(x), 1))])
+    beta = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], l2)
+    penalty[-1] = 0.0  # the intercept is not shrunk
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ beta, -60, 60)))
+        grad = design.T @ (w * (p - y)) + penalty * beta
+        hess = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def best_min_confidence(
+    probs: Sequence[float | None], observations: Sequence[Observation], weights: Sequence[float]
+) -> float:
+    """The threshold on the probability that maximises (weighted) F1: answer or say the article does not say."""
+    rows = sorted(
+        ((p, o, w) for p, o, w in zip(probs, observations, weights, strict=True) if p is not None),
+        key=lambda r: -r[0],
+    )
+    gain = [w * ((o.f1 if o.answerable else 0.0) - (0.0 if o.answerable else 1.0)) for _, o, w in rows]
+    best_total, best_t, total = 0.0, 1.0, 0.0
+    for j, ((p, _, _), g) in enumerate(zip(rows, gain, strict=True)):
+        total += g
+        nxt = rows[j + 1][0] if j + 1 < len(rows) else 0.0
+        if total > best_total + 1e-12 and p > nxt:
+            best_total, best_t = total, (p + nxt) / 2
+    return float(best_t)
+
+
+def fit(
+    observations: Sequence[Observation],
+    features: Sequence[str] = FEATURES,
+    l2: float = 1.0,
+    fitted: dict[str, Any] | None = None,
+    reader: dict[str, Any] | None = None,
+) -> Calibration:
+    """A calibrator over `features`, fitted on observations with candidates, domains weighted equally."""
+    import numpy as np
+
+    usable = [o for o in observations if o.features is not None]
+    if not usable:
+        raise InputError("no question got a candidate answer; nothing to calibrate on")
+    x = np.array([[o.features[f] for f in features] for o in usable], dtype=np.float64)  # type: ignore[index]
+    y = np.array([float(o.right) for o in usable])
+    w = np.array(domain_weights(usable))
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    coef, bias = _logistic((x - mean) / scale, y, w, l2)
+    cal = Calibration(
+        features=tuple(features),
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+        weights=tuple(float(v) for v in coef),
+        bias=bias,
+        min_confidence=0.5,
+        reader=reader or {},
+        fitted=fitted or {},
+    )
+    weights = domain_weights(observations)
+    probs = [None if o.features is None else cal.probability(o.features) for o in observations]
+    return _with_threshold(cal, best_min_confidence(probs, observations, weights))
+
+
+def recalibrate(base: Calibration, observations: Sequence[Observation], fitted: dict[str, Any]) -> Calibration:
+    """Two numbers over an existing calibration's logit (Platt scaling), and the threshold: what a
+    few dozen questions can support without overfitting."""
+    import numpy as np
+
+    usable = [o for o in observations if o.features is not None]
+    if not usable:
+        raise InputError("no question got a candidate answer; nothing to calibrate on")
+    z = np.array([[base.logit(o.features)] for o in usable])  # type: ignore[arg-type]
+    y = np.array([float(o.right) for o in usable])
+    (a,), b = _logistic(z, y, np.ones(len(usable)), l2=0.1)
+    if a <= 0:  # the data disagree with the base ordering; too few to learn a new one, keep its slope
+        a, b = 1.0, float(np.log((y.mean() + 1e-3) / (1 - y.mean() + 1e-3)))
+    cal = base.recalibrated(float(a), float(b), 0.5, fitted)
+    probs = [None if o.features is None else cal.probability(o.features) for o in observations]
+    return _with_threshold(cal, best_min_confidence(probs, observations, [1.0] * len(observations)))
+
+
+def _with_threshold(cal: Calibration, min_confidence: float) -> Calibration:
+    return Calibration(cal.features, cal.mean, cal.scale, cal.weights, cal.bias, min_confidence, cal.reader, cal.fitted)
+
+
+def cross_validated(
+    observations: Sequence[Observation], fitter: Any, folds: int = 5, seed: int = 0
+) -> tuple[list[float | None], list[float]]:
+    """Each observation's probability and threshold from a calibration fitted without its fold."""
+    import random
+
+    order = list(range(len(observations)))
+    random.Random(seed).shuffle(order)
+    probs: list[float | None] = [None] * len(observations)
+    thresholds: list[float] = [0.5] * len(observations)
+    for k in range(folds):
+        held = set(order[k::folds])
+        cal = fitter([o for i, o in enumerate(observations) if i not in held])
+        for i in held:
+            o = observations[i]
+            probs[i] = None if o.features is None else cal.probability(o.features)
+            thresholds[i] = cal.min_confidence
+    return probs, thresholds
+
+
+def score_cross_validated(observations: Sequence[Observation], fitter: Any, folds: int = 5) -> Scores:
+    """Scores of held-out folds: each question decided by a calibration that never saw it."""
+    probs, thresholds = cross_validated(observations, fitter, folds)
+    return score_probabilities(probs, observations, thresholds)
+
+
+def provenance(**items: Any) -> dict[str, Any]:
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **items}
+
+
+# --- a calibration run: observe in the deployed mode, fit, compare --------------------------------
+
+
+@dataclass
+class Report:
+    """What `qa calibrate` prints: figures before and after, per domain, and across domains."""
+
+    calibration: Calibration
+    mode: str
+    before: Scores
+    after: Scores  # cross-validated: each question decided by a fit that never saw it
+    by_domain: dict[str, tuple[Scores, Scores]] = field(default_factory=dict)
+    transfer: dict[str, Scores] = field(default_factory=dict)  # fitted without the domain, scored on it
+
+
+MIN_QUESTIONS = 20
+FULL_FIT_QUESTIONS = 300  # below this, only two numbers are refitted over the current calibration
+
+
+def check_gold_counts(gold: Sequence[Any]) -> None:
+    """Enough questions, of both kinds, before any work is spent; else one line."""
+    answerable = sum(g.answerable for g in gold)
+    if len(gold) < MIN_QUESTIONS:
+        raise InputError(
+            f"only {len(gold)} questions; calibrating needs at least {MIN_QUESTIONS}, "
+            "some the articles answer and some they do not"
+        )
+    if answerable == len(gold):
+        raise InputError(
+            'no unanswerable questions (with "answers": []); add some the articles do not answer, '
+            "or the calibration cannot learn when to abstain"
+        )
+    if answerable == 0:
+        raise InputError("no answerable questions; add questions the articles answer, with their answers")
+
+
+def calibrate(
+    current: Calibration,
+    observations: Sequence[Observation],
+    mode: str = "auto",
+    provenance_: dict[str, Any] | None = None,
+    reader: dict[str, Any] | None = None,
+) -> Report:
+    """Fit a calibration on observations (see `fit` and `recalibrate`) and measure it against `current`."""
+    usable = sum(o.features is not None for o in observations)
+    if mode == "auto":
+        mode = "full" if usable >= FULL_FIT_QUESTIONS else "recalibrate"
+    info = dict(provenance_ or {}, fit=mode)
+
+    def fitter(obs: Sequence[Observation]) -> Calibration:
+        if mode == "full":
+            return fit(obs, fitted=info, reader=reader)
+        return recalibrate(current, obs, info)
+
+    calibration = fitter(observations)
+    if reader:
+        calibration = replace_reader(calibration, reader)
+    domains = sorted({o.domain for o in observations})
+    report = Report(
+        calibration=calibration,
+        mode=mode,
+        before=score(current, observations),
+        after=score_cross_validated(observations, fitter),
+    )
+    for d in domains:
+        part = [o for o in observations if o.domain == d]
+        report.by_domain[d] = (score(current, part), score_cross_validated(part, fitter))
+        rest = [o for o in observations if o.domain != d]
+        if rest and len(domains) > 1:
+            report.transfer[d] = score(fitter(rest), part)
+    figures = {"after_cross_validated": asdict(report.after), "before": asdict(report.before)}
+    figures["by_domain"] = {d: {"before": asdict(b), "after": asdict(a)} for d, (b, a) in report.by_domain.items()}
+    figures["leave_one_domain_out"] = {d: asdict(s) for d, s in report.transfer.items()}
+    calibration.fitted["figures"] = figures
+    return report
+
+
+def replace_reader(calibration: Calibration, reader: dict[str, Any]) -> Calibration:
+    return Calibration(
+        calibration.features,
+        calibration.mean,
+        calibration.scale,
+        calibration.weights,
+        calibration.bias,
+        calibration.min_confidence,
+        reader,
+        calibration.fitted,
+    )
+
+
+def squad_gold(path: str | Path, titles: Sequence[str] | None, folder: Path) -> list[Any]:
+    """SQuAD articles written to `folder` as plain-text articles, and their questions as gold items."""
+    from qa.assistant import check_question
+    from qa.evaluate import GoldItem
+    from qa.squad import load_squad, write_articles
+
+    items = []
+    for n, (qid, question, answers) in enumerate(write_articles(load_squad(path, titles), folder), 1):
+        try:
+            items.append(GoldItem(qid, check_question(question), answers, n))
+        except InputError:
+            continue  # a question the assistant would refuse (empty, over-long) is not asked
+    return items
+
+
+def calibrate_assistant(
+    assistant: Any,
+    gold: dict[str, Sequence[Any]],
+    squad: tuple[str, Sequence[str] | None] | None = None,
+    mode: str = "auto",
+    progress: bool = True,
+    command: str = "",
+    log: Any = None,
+) -> Report:
+    """Observe the assistant on each gold set (its own articles) and, with `squad`, on SQuAD
+    articles indexed in a private temporary folder, then fit and measure (see `calibrate`)."""
+    import tempfile
+
+    from qa.assistant import Assistant
+
+    current = assistant.calibration
+    observations: list[Observation] = []
+    data: dict[str, Any] = {}
+    for name, items in gold.items():
+        if log:
+            log(f"Asking the {len(items)} questions of {name} over {assistant.seeds}.")
+        observations += observe(assistant, items, name, progress)
+        data[name] = {"articles": str(assistant.seeds), **_counts(items)}
+    if squad is not None:
+        path, titles = squad
+        with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
+            items = squad_gold(path, titles, Path(tmp) / "articles")
+            name = f"squad:{Path(path).name}"
+            if log:
+                log(f"Asking the {len(items)} questions of {name} over its {len(titles or [])} article(s).")
+            other = Assistant(
+                settings=assistant.settings.with_(seeds=Path(tmp) / "articles", index_dir=Path(tmp) / "index"),
+                reader=assistant.reader,
+                embedder=assistant.embedder,
+                log=lambda msg: None,
+            )
+            observations += observe(other, items, name, progress)
+            data[name] = {"file": str(path), "articles": list(titles or []), **_counts(items)}
+    info = provenance(
+        right=RIGHT,
+        mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
+        data=data,
+        command=command,
+    )
+    reader = {"name": assistant.reader.model_name, "fingerprint": reader_fingerprint(assistant.reader.model_name)}
+    return calibrate(current, observations, mode, info, reader)
+
+
+def _counts(items: Sequence[Any]) -> dict[str, int]:
+    answerable = sum(g.answerable for g in items)
+    return {"questions": len(items), "answerable": answerable, "unanswerable": len(items) - answerable}
