@@ -123,12 +123,18 @@ def iter_records(
     top_k: int = 1,
     progress: bool = False,
     doc_id: str | None = None,
+    min_confidence: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One record per item, in input order, as soon as its batch is answered (so an interrupted
     run keeps what is done); unreadable items keep their place with an error."""
     readable = [it for it in items if it.error is None]
     results = assistant.iter_answers(
-        [it.question for it in readable], top_k=top_k, progress=progress, doc_id=doc_id, total=len(items)
+        [it.question for it in readable],
+        top_k=top_k,
+        progress=progress,
+        doc_id=doc_id,
+        total=len(items),
+        min_confidence=min_confidence,
     )
     for it in items:
         if it.error is not None:
@@ -141,10 +147,15 @@ def iter_records(
 
 
 def answer_items(
-    assistant: Any, items: list[BatchItem], top_k: int = 1, progress: bool = False, doc_id: str | None = None
+    assistant: Any,
+    items: list[BatchItem],
+    top_k: int = 1,
+    progress: bool = False,
+    doc_id: str | None = None,
+    min_confidence: float | None = None,
 ) -> list[dict[str, Any]]:
     """Every record of `iter_records` in a list."""
-    return list(iter_records(assistant, items, top_k, progress, doc_id))
+    return list(iter_records(assistant, items, top_k, progress, doc_id, min_confidence))
 
 
 class RecordWriter:

@@ -337,7 +337,7 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
     Example: qa eval eval/gold.jsonl --compare --report misses.jsonl
     """
     from qa.assistant import DEFAULT_RETRIEVAL
-    from qa.evaluate import describe, format_table, load_gold, run_compare, summarize, write_report
+    from qa.evaluate import confidence_line, describe, format_table, load_gold, run_compare, summarize, write_report
     from qa.files import OutputFile
     from qa.retrieval import METHODS
 
@@ -356,6 +356,7 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
             report.discard()
     click.echo(describe(summaries[0][1]))
     click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
+    click.echo(confidence_line(summaries[0][1], assistant.min_confidence))
     note = "; * marks the default retrieval" if compare else ""
     n = assistant.passages
     click.echo(f"reader {assistant.reader.model_name}, {n} passage{'s' if n != 1 else ''} read a question{note}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qa.calibration import RIGHT_F1, coverage_at, expected_calibration_error
 from qa.errors import InputError
 from qa.files import OutputFile, read_input, split_lines
 from qa.metrics import normalize_answer, percentile, score_one
@@ -115,6 +116,10 @@ class QuestionRecord:
     seconds: float = 0.0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # extra report fields (offsets, score, tags)
+    # The best span's probability of being right (shown or not), and whether it is right
+    # (F1 >= 0.5 against the gold; never for an unanswerable question): for ECE and coverage.
+    confidence: float | None = None
+    right: bool = False
 
     @property
     def answerable(self) -> bool:
@@ -135,6 +140,8 @@ class QuestionRecord:
             "gold_rank": self.gold_rank,
             "seconds": round(self.seconds, 4),
             "error": self.error,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "right": self.right,
             **self.details,
         }
 
@@ -181,6 +188,8 @@ def make_record(item: GoldItem, result: Result, documents: dict[str, Document]) 
         details.update(closest=result.closest.text, closest_score=round(result.closest.score, 4))
     if item.tags:
         details["tags"] = item.tags
+    candidate = best or result.closest
+    candidate_f1 = score_one(item.answers, candidate.text)[1] if candidate is not None and item.answerable else 0.0
     return QuestionRecord(
         id=item.id,
         question=item.question,
@@ -195,6 +204,8 @@ def make_record(item: GoldItem, result: Result, documents: dict[str, Document]) 
         seconds=result.seconds,
         error=result.error,
         details=details,
+        confidence=candidate.score if candidate is not None and result.error is None else None,
+        right=candidate_f1 >= RIGHT_F1,
     )
 
 
@@ -256,6 +267,10 @@ class Summary:
     k: int
     p50: float | None
     p95: float | None
+    answered: int = 0
+    ece: float | None = None  # over answered questions: mean confidence vs share right, 10 bins
+    coverage_80: float | None = None  # share of questions answerable at 80% accuracy, most confident first
+    coverage_90: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -264,6 +279,7 @@ class Summary:
 def summarize(records: Sequence[QuestionRecord], k: int) -> Summary:
     answerable = [r for r in records if r.answerable]
     timed = [r.seconds for r in records if r.error is None]
+    shown = [r for r in records if r.prediction is not None]
     return Summary(
         questions=len(records),
         answerable=len(answerable),
@@ -280,6 +296,10 @@ def summarize(records: Sequence[QuestionRecord], k: int) -> Summary:
         k=k,
         p50=percentile(timed, 50),
         p95=percentile(timed, 95),
+        answered=len(shown),
+        ece=expected_calibration_error([r.confidence or 0.0 for r in shown], [r.right for r in shown]),
+        coverage_80=coverage_at([r.confidence for r in records], [r.right for r in records], 0.8) if records else None,
+        coverage_90=coverage_at([r.confidence for r in records], [r.right for r in records], 0.9) if records else None,
     )
 
 
@@ -372,6 +392,16 @@ def format_table(rows: Sequence[tuple[str, Summary]], mark: str | None = None) -
         return "  ".join(padded)
 
     return "\n".join(line(r) for r in [header, *body])
+
+
+def confidence_line(summary: Summary, min_confidence: float) -> str:
+    """The line under the table: how far the confidence can be trusted (see qa.calibration)."""
+    ece = "n/a" if summary.ece is None else f"{summary.ece:.3f}"
+    return (
+        f"confidence (P that the answer is right, F1 >= 0.5): ECE {ece} over the {summary.answered} answered; "
+        f"answered {summary.answered}/{summary.questions} at min confidence {min_confidence:.2f}; "
+        f"coverage at 80% / 90% accuracy {_pct(summary.coverage_80)}% / {_pct(summary.coverage_90)}%"
+    )
 
 
 def describe(summary: Summary) -> str:

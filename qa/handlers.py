@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
+from qa.calibration import check_min_confidence
 from qa.errors import InputError, QAError
 from qa.files import decode_bytes
 from qa.types import RECORD_FIELDS, Answer, Document, Result
@@ -176,10 +177,28 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
     )
 
 
-def ask_handler(assistant: Assistant, question: str | None, top_k: object = 1, doc: str | None = None) -> AskView:
+def parse_min_confidence(value: object) -> float | None:
+    """The page's slider or an API client's number; empty means the calibration's own choice."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return check_min_confidence(value)
+
+
+def ask_handler(
+    assistant: Assistant,
+    question: str | None,
+    top_k: object = 1,
+    doc: str | None = None,
+    min_confidence: object = None,
+) -> AskView:
     """Answer one question for the page; bad input becomes a message, never an exception."""
     try:
-        result = assistant.ask(question or "", top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
+        result = assistant.ask(
+            question or "",
+            top_k=parse_top_k(top_k),
+            doc_id=resolve_doc(doc),
+            min_confidence=parse_min_confidence(min_confidence),
+        )
         return render_result(assistant.documents, result)
     except QAError as exc:
         return AskView(status=error_message(exc))
@@ -292,6 +311,7 @@ def batch_handler(
     doc: str | None = None,
     out_dir: Path | None = None,
     uploaded: Callable[[object], bool] | None = None,
+    min_confidence: object = None,
 ) -> BatchView:
     """Answer an uploaded questions file; a bad row keeps its place with an error, a bad file gets a message.
 
@@ -299,7 +319,13 @@ def batch_handler(
     """
     try:
         items, name = read_checked_upload(upload, uploaded, "upload a .csv, .jsonl or .txt file of questions first")
-        records = answer_items(assistant, items, top_k=parse_top_k(top_k), doc_id=resolve_doc(doc))
+        records = answer_items(
+            assistant,
+            items,
+            top_k=parse_top_k(top_k),
+            doc_id=resolve_doc(doc),
+            min_confidence=parse_min_confidence(min_confidence),
+        )
         files = write_downloads(records, Path(name).stem, out_dir)
     except QAError as exc:
         return BatchView(status=error_message(exc))

@@ -39,6 +39,7 @@ from qa.handlers import (
     error_message,
     highlight_value,
     md_escape,
+    parse_min_confidence,
     parse_top_k,
     passage_rows,
     passages_markdown,
@@ -136,6 +137,11 @@ Answers are exact spans of the article, with their citation: the span is highlig
 stands in the text. When no answer is confident enough, the page says so rather than guess.
 """
 
+CONFIDENCE_HELP = (
+    "The assistant answers only when the estimated probability that its answer is right "
+    "(SQuAD F1 of at least 0.5 against a careful reader's answer) reaches this value."
+)
+
 BATCH_HELP = """\
 Upload a file of questions and get one answer per question, in order:
 **.csv** with a `question` column (and an optional `id`), **.jsonl** with one
@@ -146,10 +152,21 @@ The table and the downloads have the same columns as `qa batch`.
 # --- the named API endpoints (gradio_client) --------------------------------------------------
 
 
-def api_ask(assistant: Assistant, question: str, top_k: int = 1, doc_id: str | None = None) -> dict[str, Any]:
+def api_ask(
+    assistant: Assistant,
+    question: str,
+    top_k: int = 1,
+    doc_id: str | None = None,
+    min_confidence: float | None = None,
+) -> dict[str, Any]:
     """`/ask`: the same JSON object as `qa ask --json`; bad input is an error with a one-line message."""
     try:
-        return assistant.ask(question, top_k=parse_top_k(top_k, None), doc_id=resolve_doc(doc_id)).to_dict()
+        return assistant.ask(
+            question,
+            top_k=parse_top_k(top_k, None),
+            doc_id=resolve_doc(doc_id),
+            min_confidence=parse_min_confidence(min_confidence),
+        ).to_dict()
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -160,11 +177,18 @@ def api_batch(
     top_k: int = 1,
     doc_id: str | None = None,
     uploaded: Callable[[object], bool] | None = None,
+    min_confidence: float | None = None,
 ) -> list[dict[str, Any]]:
     """`/batch`: one record per question (the columns of `qa batch`), in the file's order."""
     try:
         items, _ = read_checked_upload(file, uploaded, "send a .csv, .jsonl or .txt file of questions")
-        return answer_items(assistant, items, top_k=parse_top_k(top_k, None), doc_id=resolve_doc(doc_id))
+        return answer_items(
+            assistant,
+            items,
+            top_k=parse_top_k(top_k, None),
+            doc_id=resolve_doc(doc_id),
+            min_confidence=parse_min_confidence(min_confidence),
+        )
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -195,6 +219,15 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
         gr.Markdown(INTRO)
         with gr.Accordion("Settings", open=False), gr.Row():
             top_k = gr.Slider(1, MAX_TOP_K, value=1, step=1, label="Answers to show (top-k)", elem_id="top-k")
+            min_confidence = gr.Slider(
+                0.0,
+                1.0,
+                value=round(assistant.min_confidence, 2),
+                step=0.01,
+                label="Minimum confidence",
+                info=CONFIDENCE_HELP,
+                elem_id="min-confidence",
+            )
             doc = gr.Dropdown(
                 [ALL_ARTICLES, *doc_ids],
                 value=ALL_ARTICLES,
@@ -252,8 +285,8 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
                     label="Download the results", file_count="multiple", interactive=False, elem_id="downloads"
                 )
 
-        def on_ask(q: str, k: float, d: str) -> tuple[Any, ...]:
-            view = ask_handler(assistant, q, k, d)
+        def on_ask(q: str, k: float, d: str, m: float) -> tuple[Any, ...]:
+            view = ask_handler(assistant, q, k, d, m)
             return (
                 view.status,
                 view.citation,
@@ -268,32 +301,34 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
         gr.on(
             triggers=[ask_button.click, question.submit],
             fn=on_ask,
-            inputs=[question, top_k, doc],
+            inputs=[question, top_k, doc, min_confidence],
             outputs=[status, citation, article, others_box, others, passages_box, passages],
             api_visibility="private",  # gradio_client uses /ask below, which returns plain JSON
             show_progress="minimal",
             **model_events,
         )
 
-        def on_batch(f: str | None, k: float, d: str) -> tuple[Any, ...]:
-            view = batch_handler(assistant, f, k, d, out_dir=out_dir, uploaded=uploaded)
+        def on_batch(f: str | None, k: float, d: str, m: float) -> tuple[Any, ...]:
+            view = batch_handler(assistant, f, k, d, out_dir=out_dir, uploaded=uploaded, min_confidence=m)
             return view.status, view.rows or None, view.files or None
 
         batch_button.click(
             on_batch,
-            inputs=[upload, top_k, doc],
+            inputs=[upload, top_k, doc, min_confidence],
             outputs=[batch_status, table, downloads],
             api_visibility="private",
             **model_events,
         )
 
-        def ask(question: str, top_k: int = 1, doc_id: str | None = None) -> dict:
+        def ask(question: str, top_k: int = 1, doc_id: str | None = None, min_confidence: float | None = None) -> dict:
             """Answer one question: the same JSON object as `qa ask --json`."""
-            return api_ask(assistant, question, top_k, doc_id)
+            return api_ask(assistant, question, top_k, doc_id, min_confidence)
 
-        def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
+        def batch(
+            file: gr.FileData, top_k: int = 1, doc_id: str | None = None, min_confidence: float | None = None
+        ) -> list[dict]:
             """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
-            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
+            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded, min_confidence=min_confidence)
 
         gr.api(ask, api_name="ask", **model_events)
         gr.api(batch, api_name="batch", **model_events)

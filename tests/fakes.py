@@ -19,13 +19,13 @@ _WORD = re.compile(r"\w+")
 class FakeReader:
     """Answers a question with every place its passage holds the text `answers[question]`.
 
-    The gap falls with each later occurrence in a passage (5, 4, 3, ...), so "best" is defined;
-    questions it has no answer for get no span at all.
+    The gap falls with each later occurrence in a passage (5, 4, 3, ..., or from the gap given
+    with the text), so "best" is defined; questions it has no answer for get no span at all.
     """
 
     model_name = "fake-reader"
 
-    def __init__(self, answers: dict[str, str], null_threshold: float = 0.0) -> None:
+    def __init__(self, answers: dict[str, str | tuple[str, float]], null_threshold: float = 0.0) -> None:
         self.answers = answers
         self.settings = ReaderSettings(null_threshold=null_threshold, calib_a=1.0, calib_b=0.0)
         self.calls: list[int] = []  # pairs read per call (to check batching)
@@ -38,10 +38,13 @@ class FakeReader:
         out = []
         for q, ctx in zip(questions, contexts, strict=True):
             target = self.answers.get(q)
+            top = 5.0
+            if isinstance(target, tuple):  # (text, the gap of its first place)
+                target, top = target
             spans = []
             if target:
                 for n, m in enumerate(re.finditer(re.escape(target), ctx)):
-                    spans.append(Span(m.start(), m.end(), 5.0 - n, 0))
+                    spans.append(Span(m.start(), m.end(), top - n, 0, logit=top - n + 1.0, null=1.0))
             out.append(spans[:n_best])
         return out
 

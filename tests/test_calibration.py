@@ -1,0 +1,246 @@
+"""Calibration: the probability that an answer is right, fitted on how the whole assistant behaves,
+and the one rule for answering (`qa.calibration`). Fake models make the pipeline run in
+milliseconds; the CLI cases run the real `qa` process with the tiny random reader."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+from fakes import FakeEmbedder, FakeReader
+from test_bad_input import one_line_error, qa
+
+from qa.assistant import Assistant
+from qa.calibration import (
+    CALIBRATION_FILE,
+    Calibration,
+    Observation,
+    calibrate_assistant,
+    coverage_at,
+    expected_calibration_error,
+    fit,
+    score,
+)
+from qa.errors import InputError, ModelError
+from qa.evaluate import GoldItem
+from qa.reader import ReaderSettings
+
+ARTICLE = (
+    "Policy director Eldridge Colby devised a process to evaluate strike requests. "
+    "Defense Secretary Pete Hegses holds the ultimate authority over ATACMS. "
+    "Trump met Putin in Alaska on August 15th. A B-2A Spirit flew over Elmendorf Air Force Base. "
+    "The Wall Street Journal reported the story, citing an unnamed US official."
+)
+# question -> (the fake reader's span, its gap, the gold answers)
+CASES = {
+    "Who devised the process?": ("Eldridge Colby", 6.0, ["Eldridge Colby"]),
+    "Who holds the authority?": ("Pete Hegses", 5.5, ["Pete Hegses"]),
+    "Where did Trump meet Putin?": ("Alaska", 5.0, ["Alaska"]),
+    "When did they meet?": ("August 15th", 4.5, ["August 15th"]),
+    "What flew over the base?": ("B-2A Spirit", 4.0, ["B-2A Spirit"]),
+    "Which newspaper reported it?": ("Wall Street Journal", 6.5, ["The Wall Street Journal"]),
+    "Who was cited?": ("unnamed US official", 3.5, ["an unnamed US official"]),
+    "Which base saw the flyover?": ("Elmendorf Air Force Base", 3.0, ["Elmendorf Air Force Base"]),
+    # The article does not answer these; the fake reader still offers a span, with a low gap.
+    "How far can ATACMS fly?": ("ATACMS", 0.5, []),
+    "What did Putin say?": ("Putin", 0.0, []),
+    "Who won the 2018 World Cup?": ("Trump", -0.5, []),
+    "How many strikes were approved?": ("strike requests", 1.0, []),
+}
+
+
+def make(tmp_path: Path, cases: dict[str, tuple[str, float, list[str]]] = CASES) -> Assistant:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir(exist_ok=True)
+    (seeds / "a.txt").write_text(ARTICLE, encoding="utf-8")
+    reader = FakeReader({q: (text, gap) for q, (text, gap, _) in cases.items()}, null_threshold=100.0)
+    return Assistant(seeds, tmp_path / "index", reader=reader, embedder=FakeEmbedder(), log=lambda m: None)
+
+
+def gold(cases: dict[str, tuple[str, float, list[str]]] = CASES) -> list[GoldItem]:
+    return [GoldItem(f"q{i}", q, answers, i) for i, (q, (_, _, answers)) in enumerate(cases.items(), 1)]
+
+
+def test_the_reader_settings_rule_is_the_same_rule_as_a_calibration() -> None:
+    settings = ReaderSettings(null_threshold=2.0, calib_a=0.5, calib_b=-1.0)
+    cal = Calibration.from_reader_settings(settings)
+    for gap in (-3.0, 1.99, 2.0, 2.01, 9.0):
+        p = cal.probability({"gap": gap})
+        assert math.isclose(p, 1 / (1 + math.exp(-(0.5 * gap - 1.0))))
+        assert cal.confident(p) == (gap > 2.0)  # answer only when the gap beats the threshold
+
+
+def test_ece_and_coverage_by_hand() -> None:
+    # bins: 0.9 (two, one right), 0.3 (one, wrong): |0.9-0.5|*2/3 + |0.3-0|*1/3 = 0.3667
+    assert expected_calibration_error([0.9, 0.9, 0.3], [True, False, False]) == pytest.approx(0.36667, abs=1e-4)
+    assert expected_calibration_error([], []) is None
+    # most confident first: right, right, wrong, right -> 80% kept up to 2 of 5 (then 2/3), 4/5 -> 3/4 = 75%
+    confidences = [0.9, 0.8, 0.7, 0.6, None]
+    right = [True, True, False, True, False]
+    assert coverage_at(confidences, right, 0.8) == pytest.approx(2 / 5)
+    assert coverage_at(confidences, right, 0.7) == pytest.approx(4 / 5)
+
+
+def test_a_fit_orders_by_what_predicts_being_right_and_is_calibrated_where_fitted() -> None:
+    rng = random.Random(0)
+    obs = []
+    for _ in range(600):
+        gap = rng.uniform(-4, 8)
+        right = rng.random() < 1 / (1 + math.exp(-(gap - 2)))
+        features = {"gap": gap, "logit": gap + 3, "null": 3.0, "margin": 1.0}
+        obs.append(Observation("wiki", "q", True, features, 1.0 if right else 0.0))
+    cal = fit(obs, ("gap", "logit", "null", "margin"))
+    assert cal.probability({"gap": 6, "logit": 9, "null": 3, "margin": 1}) > cal.probability(
+        {"gap": 0, "logit": 3, "null": 3, "margin": 1}
+    )
+    s = score(cal, obs)
+    assert s.ece is not None and s.ece < 0.05
+    assert 0.0 < cal.min_confidence < 1.0
+
+
+def test_a_calibration_round_trips_and_damage_is_one_line(tmp_path: Path) -> None:
+    from qa.files import OutputFile
+
+    cal = Calibration(("gap", "null"), (1.0, 2.0), (2.0, 1.0), (1.5, -0.5), 0.2, 0.4, {"name": "r"}, {"mode": "m"})
+    path = tmp_path / CALIBRATION_FILE
+    cal.save(OutputFile(path))
+    back = Calibration.load(path)
+    assert back.probability({"gap": 3, "null": 1}) == pytest.approx(cal.probability({"gap": 3, "null": 1}))
+    assert back.min_confidence == 0.4 and back.fitted == {"mode": "m"}
+    raw = json.loads(path.read_text())
+    for damage in ([1, 2, 3], {**raw, "weights": [1.0]}, {**raw, "min_confidence": 2}, {**raw, "features": ["x"]}):
+        path.write_text(json.dumps(damage))
+        with pytest.raises(ModelError, match="damaged") as err:
+            Calibration.load(path)
+        assert "\n" not in str(err.value)
+
+
+def test_calibrating_the_pipeline_on_tiny_data_with_fakes(tmp_path: Path) -> None:
+    assistant = make(tmp_path)
+    assert assistant.ask("Who devised the process?").abstained  # the reader's own threshold is far too high
+    items = gold() * 2  # 24 questions: enough for the two-number refit
+    report = calibrate_assistant(assistant, {"mine": items}, mode="recalibrate", progress=False)
+    cal = report.calibration
+    assert report.after.f1 > report.before.f1  # cross-validated, so no question judged by a fit that saw it
+    assert cal.fitted["data"]["mine"] == {
+        "articles": str(assistant.seeds),
+        "questions": 24,
+        "answerable": 16,
+        "unanswerable": 8,
+    }
+    assert cal.reader["name"] == "fake-reader"
+    # Written beside the index, the next assistant over the same folder uses it.
+    from qa.files import OutputFile
+
+    cal.save(OutputFile(tmp_path / "index" / CALIBRATION_FILE))
+    fresh = make(tmp_path)
+    result = fresh.ask("Who devised the process?")
+    assert result.answer is not None and result.answer.text == "Eldridge Colby"
+    assert fresh.ask("Who won the 2018 World Cup?").abstained
+    assert result.answer.score == pytest.approx(cal.probability(result.features or {}))
+
+
+def test_min_confidence_is_the_line_between_answering_and_not(tmp_path: Path) -> None:
+    assistant = make(tmp_path)
+    q = "Who devised the process?"
+    assert assistant.ask(q, min_confidence=0.0).answer is not None
+    assert assistant.ask(q, min_confidence=1.0).abstained
+    closest = assistant.ask(q, min_confidence=1.0).closest
+    assert closest is not None and closest.text == "Eldridge Colby"
+    records = assistant.ask_many(list(CASES), min_confidence=0.0)
+    assert all(r.answer is not None for r in records)
+    for bad in (-0.1, 1.5, "high", float("nan")):
+        with pytest.raises(InputError, match="from 0 to 1"):
+            assistant.ask(q, min_confidence=bad)  # type: ignore[arg-type]
+
+
+def test_the_page_takes_a_min_confidence(tmp_path: Path) -> None:
+    from qa.handlers import ask_handler
+
+    assistant = make(tmp_path)
+    q = "Who devised the process?"
+    assert ask_handler(assistant, q, 1, None, 0.0).status.startswith("### Eldridge Colby")
+    assert ask_handler(assistant, q, 1, None, 1.0).abstained
+    assert "from 0 to 1" in ask_handler(assistant, q, 1, None, "lots").status
+
+
+def write_gold(path: Path, n_answerable: int, n_unanswerable: int) -> Path:
+    lines = [
+        {"id": f"a{i}", "question": f"Who devised process number {i}?", "answers": ["Eldridge Colby"]}
+        for i in range(n_answerable)
+    ]
+    lines += [{"id": f"u{i}", "question": f"Who won cup number {i}?", "answers": []} for i in range(n_unanswerable)]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("answerable", "unanswerable", "needle"),
+    [(10, 5, "at least 20"), (25, 0, "no unanswerable"), (0, 25, "no answerable")],
+)
+def test_qa_calibrate_refuses_too_little_data_and_writes_nothing(
+    tmp_path: Path, answerable: int, unanswerable: int, needle: str
+) -> None:
+    index = tmp_path / "index"
+    env = {"QA_INDEX_DIR": str(index)}
+    one_line_error(qa(env, "calibrate", str(write_gold(tmp_path / "g.jsonl", answerable, unanswerable))), needle)
+    assert not index.exists()
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.2", "sure", "nan"])
+def test_a_bad_min_confidence_is_one_line_in_ask_and_batch(tmp_path: Path, value: str) -> None:
+    q = tmp_path / "q.txt"
+    q.write_text("Who devised the process?\n", encoding="utf-8")
+    one_line_error(qa({}, "ask", "Who?", "--min-confidence", value), "from 0 to 1")
+    one_line_error(qa({"QA_MIN_CONFIDENCE": value}, "batch", str(q)), "QA_MIN_CONFIDENCE", "from 0 to 1")
+
+
+def test_qa_calibrate_writes_beside_the_index_and_ask_and_batch_use_it(place: dict[str, str], tmp_path: Path) -> None:
+    """The real CLI with the tiny random reader: calibrate, then --min-confidence decides."""
+    gold_path = write_gold(tmp_path / "g.jsonl", 16, 8)
+    done = qa(place, "calibrate", str(gold_path))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "before" in out and "after" in out and "ECE" in out
+    written = Path(place["QA_INDEX_DIR"]) / CALIBRATION_FILE
+    cal = Calibration.load(written)
+    assert cal.fitted["data"]["g"]["questions"] == 24 and cal.fitted["fit"] == "recalibrate"
+    # --min-confidence 0 answers everything, 1 nothing; through ask and batch alike.
+    ask = json.loads(qa(place, "ask", "Who devised the process?", "--json", "--min-confidence", "0").stdout)
+    assert ask["answers"] and 0.0 <= ask["answers"][0]["score"] <= 1.0
+    ask = json.loads(qa(place, "ask", "Who devised the process?", "--json", "--min-confidence", "1").stdout)
+    assert ask["abstained"]
+    q = tmp_path / "q.txt"
+    q.write_text("Who devised the process?\nWhere did Trump meet Putin?\n", encoding="utf-8")
+    for value, answered in (("0", 2), ("1", 0)):
+        batch = qa(place, "batch", str(q), "--min-confidence", value)
+        assert batch.returncode == 0, batch.stderr
+        records = [json.loads(line) for line in batch.stdout.decode().splitlines()]
+        assert sum(r["answer"] is not None for r in records) == answered
+    written.unlink()
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory, tiny_reader: Path) -> dict[str, str]:
+    import shutil
+
+    from conftest import ARTICLE as BUNDLED
+
+    seeds = tmp_path_factory.mktemp("cal-seeds")
+    shutil.copy(BUNDLED, seeds / BUNDLED.name)
+    index = tmp_path_factory.mktemp("cal-index")
+    return {"QA_SEEDS": str(seeds), "QA_INDEX_DIR": str(index), "QA_READER_MODEL": str(tiny_reader)}
+
+
+def test_observations_skip_questions_with_no_candidate(tmp_path: Path) -> None:
+    cases = {**CASES, "What is the capital of Peru?": ("", 0.0, [])}
+    assistant = make(tmp_path, cases)
+    report = calibrate_assistant(assistant, {"mine": gold(cases) * 2}, mode="recalibrate", progress=False)
+    assert report.before.questions == 26
+    with pytest.raises(InputError):
+        from qa.calibration import check_gold_counts
+
+        check_gold_counts(gold(cases))  # 13 questions
