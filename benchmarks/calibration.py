@@ -30,12 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from qa.calibration import (  # noqa: E402
     FEATURES,
-    WH_WORDS,
     Calibration,
     Observation,
-    domain_weights,
     fit,
     observe,
+    recalibrate,
     score,
     score_cross_validated,
     squad_gold,
@@ -49,7 +48,7 @@ FEATURE_SETS = {
     "gap+null": ("gap", "null"),
     "logits": ("gap", "logit", "null", "margin"),
     "logits+lengths": ("gap", "logit", "null", "margin", "answer_chars", "question_words"),
-    "logits+retrieval": ("gap", "logit", "null", "margin", "rank", "retrieval_score"),
+    "logits+rank": ("gap", "logit", "null", "margin", "rank"),
     "all": FEATURES,
     "all-but-wh": tuple(f for f in FEATURES if not f.startswith("wh_")),
 }
@@ -105,7 +104,71 @@ def main() -> None:
         s = score(fitter(fitting), obs["test"]) if "test" in obs else None
         cells.append(f"F1 {100 * s.f1:5.1f} ECE {s.ece or 0:.3f} R {100 * (s.abstain_recall or 0):3.0f}" if s else "")
         print(f"{name:32} " + " ".join(f"{c:>28}" if i in (0, 1, 4) else f"{c:>16}" for i, c in enumerate(cells)))
-    _ = (WH_WORDS, domain_weights)
+    # What ships: the reader's calibration fitted on SQuAD alone, and two numbers refitted over it
+    # on the news questions beside the bundled article's index (qa calibrate eval/calibration.jsonl).
+    base = fit(obs["squad"], FEATURES)
+    news_cv = score_cross_validated(obs["news"], lambda o: recalibrate(base, o, {}))
+    test = score(recalibrate(base, obs["news"], {}), obs["test"]) if "test" in obs else None
+    print(
+        f"shipped: SQuAD fit, SQuAD CV: {score_cross_validated(obs['squad'], lambda o: fit(o, FEATURES)).line()}\n"
+        f"  + news refit, news CV: {news_cv.line()}\n  + news refit, test: {test.line() if test else 'n/a'}"
+    )
+    if args.plots is not None:
+        plot(obs, shipped, args.plots)
+
+
+def plot(obs: dict[str, list[Observation]], shipped: Calibration, folder: Path) -> None:
+    """Reliability diagram and risk-coverage curve of the shipped fit (all features) on the SQuAD
+    validation questions, cross-validated, beside the reader's own calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qa.calibration import cross_validated
+
+    squad = obs["squad"]
+    cv, _ = cross_validated(squad, lambda o: fit(o, FEATURES))
+    own = [None if o.features is None else shipped.probability(o.features) for o in squad]
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
+    for name, probs in (("calibrated (cross-validated)", cv), ("reader's own (qa_reader.json)", own)):
+        xs, ys, ns = [], [], []
+        for b in range(10):
+            inside = [
+                (p, o.right)
+                for p, o in zip(probs, squad, strict=True)
+                if p is not None and b / 10 <= p < (b + 1) / 10 + (b == 9)
+            ]
+            if inside:
+                xs.append(sum(p for p, _ in inside) / len(inside))
+                ys.append(sum(r for _, r in inside) / len(inside))
+                ns.append(len(inside))
+        ax.plot(xs, ys, "o-", label=name)
+    ax.set_xlabel("confidence (mean in bin)")
+    ax.set_ylabel("share right (F1 >= 0.5)")
+    ax.set_title("Reliability, 1,507 SQuAD validation questions\nasked through the assistant")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(folder / "reliability.png", dpi=110)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, probs in (("calibrated (cross-validated)", cv), ("reader's own (qa_reader.json)", own)):
+        ranked = sorted(((p, o.right) for p, o in zip(probs, squad, strict=True) if p is not None), reverse=True)
+        hits, cov, acc = 0, [], []
+        for n, (_, r) in enumerate(ranked, 1):
+            hits += r
+            cov.append(n / len(squad))
+            acc.append(hits / n)
+        ax.plot(cov, acc, label=name)
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("accuracy of the answered")
+    ax.set_title("Risk-coverage, SQuAD validation, deployed mode")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(folder / "risk_coverage.png", dpi=110)
+    print(f"wrote {folder / 'reliability.png'} and {folder / 'risk_coverage.png'}")
 
 
 if __name__ == "__main__":

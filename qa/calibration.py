@@ -7,7 +7,7 @@ gap fitted on Wikipedia paragraphs throws good answers away. So, as Kamath, Jia 
 whole assistant behaves on held-out questions (retrieval, the passages it reads, decoding):
 a logistic regression over features that travel across domains (the gap and its two halves,
 the margin over the next answer, the answer's and passage's length, the passage's retrieval
-rank and score, the question's length and wh-word). Its output is the probability that the
+rank, the question's length and wh-word). Its output is the probability that the
 answer is **right**, meaning its SQuAD F1 against a gold answer is at least 0.5 (any answer to
 an unanswerable question is wrong). The assistant answers when that probability reaches
 `min_confidence`, chosen on the same data to maximise F1 (the user can override it).
@@ -56,7 +56,6 @@ FEATURES = (
     "answer_chars",
     "passage_chars",
     "rank",
-    "retrieval_score",
     "question_words",
     *(f"wh_{w}" for w in WH_WORDS),
 )
@@ -74,8 +73,9 @@ def candidate_features(question: str, span: Span, passage: Passage, margin: floa
         "margin": max(-MARGIN_CAP, min(MARGIN_CAP, margin)),
         "answer_chars": math.log1p(max(span.end - span.start, 0)),
         "passage_chars": math.log1p(len(passage.chunk.text)),
+        # The rank, not the score: scores of dense, BM25 and fused retrieval live on different
+        # scales, and a calibration must hold whichever retrieval the user picks.
         "rank": float(passage.rank),
-        "retrieval_score": passage.score,
         "question_words": math.log1p(len(words)),
         **{f"wh_{w}": float(w == wh) for w in WH_WORDS},
     }
@@ -621,7 +621,13 @@ def calibrate_assistant(
 
     from qa.assistant import Assistant
 
-    current = assistant.calibration
+    try:
+        current = assistant.calibration
+    except ModelError as exc:  # a damaged calibration is what a new run replaces; compare with the reader's own
+        if log:
+            log(f"Note: {exc}; comparing with the reader's own calibration instead.")
+        current = Calibration.from_reader_settings(assistant.reader.settings)
+        assistant.__dict__["calibration"] = current
     observations: list[Observation] = []
     data: dict[str, Any] = {}
     for name, items in gold.items():
@@ -642,6 +648,7 @@ def calibrate_assistant(
                 embedder=assistant.embedder,
                 log=lambda msg: None,
             )
+            other.__dict__["calibration"] = current  # the same rule decides there; features do not depend on it
             observations += observe(other, items, name, progress)
             data[name] = {"file": str(path), "articles": list(titles or []), **_counts(items)}
     info = provenance(

@@ -356,7 +356,8 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
             report.discard()
     click.echo(describe(summaries[0][1]))
     click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
-    click.echo(confidence_line(summaries[0][1], assistant.min_confidence))
+    default = next(s for m, s in summaries if m == assistant.retrieval)
+    click.echo(confidence_line(default, assistant.min_confidence))
     note = "; * marks the default retrieval" if compare else ""
     n = assistant.passages
     click.echo(f"reader {assistant.reader.model_name}, {n} passage{'s' if n != 1 else ''} read a question{note}")
