@@ -207,3 +207,115 @@ def test_batch_upload_answers_every_row(page: Any, assistant: Any, tmp_path: Pat
     assert any(r["answer"] for r in expected), "at least one question should be answered"
     downloads = page.locator("#downloads").inner_text()
     assert "questions-answers" in downloads and ".csv" in downloads and ".jsonl" in downloads
+
+
+def test_the_minimum_confidence_slider_decides_whether_to_answer(page: Any, assistant: Any) -> None:
+    expected = assistant.ask(ANSWERABLE, min_confidence=0.0).answer
+    assert expected is not None
+    page.get_by_text("Settings", exact=True).click()  # the settings accordion starts closed
+    number = page.locator("#min-confidence input[type=number]")
+    number.wait_for()
+    number.fill("1")
+    number.press("Enter")
+    status = ask(page, ANSWERABLE, "does not say")  # no answer is certain to be right
+    assert "does not say" in status
+    number.fill("0")
+    number.press("Enter")
+    status = ask(page, ANSWERABLE, expected.text)
+    assert status.splitlines()[0].strip() == expected.text
+
+
+OWN_ARTICLE = (
+    "The Riverside Library reopened on Monday after a two-year renovation.\n\n"
+    "The new reading room was designed by the architect Maria Okafor. It seats 120 readers under a glass roof.\n"
+    "The city paid 4 million euros for the work, and the library now opens every day of the week."
+)
+OWN_QUESTION = "Who designed the new reading room?"
+
+SAYS = """([selector, want]) => {
+  const node = document.querySelector(selector);
+  return node !== null && node.innerText.includes(want);
+}"""
+
+
+def use_article(page: Any, expect: str) -> str:
+    """Click *Use this article* in the Your article tab; wait until its status says `expect`."""
+    page.locator("#use-article").click()
+    page.wait_for_function(SAYS, arg=["#own-status", expect])
+    return page.locator("#own-status").inner_text()
+
+
+def test_a_pasted_article_is_asked_and_highlighted_in_its_own_tab_only(
+    page: Any, browser: Any, server: str, assistant: Any
+) -> None:
+    from qa.assistant import Assistant
+
+    own = Assistant.from_text(
+        OWN_ARTICLE, "pasted.txt", reader=assistant.reader, embedder=assistant.embedder, settings=assistant.settings
+    )
+    # The page asks with its slider's value, which starts at the calibration's choice to 2 places.
+    expected = own.ask(OWN_QUESTION, min_confidence=round(own.min_confidence, 2)).answer
+    assert expected is not None, "the reader should answer this question from the pasted article"
+    served = assistant.ask(ANSWERABLE).answer
+    assert served is not None
+
+    page.get_by_role("tab", name="Your article").click()
+    page.locator("#own-text textarea").fill(OWN_ARTICLE)
+    use_article(page, "Using your article pasted.txt")
+    assert "your article pasted.txt" in page.locator("#asking").inner_text()
+    page.get_by_role("tab", name="Ask").click()
+    status = ask(page, OWN_QUESTION, expected.text)
+    assert status.splitlines()[0].strip() == expected.text
+    page.wait_for_selector("#article .token.highlighted .text")
+    shown = page.evaluate(READ_ARTICLE)
+    assert shown["text"] == OWN_ARTICLE, "the page shows the pasted article exactly as pasted"
+    assert shown["highlighted"] == [[expected.start, expected.end]]
+    assert OWN_ARTICLE[expected.start : expected.end] == expected.text
+    citation = page.locator("#citation").inner_text()
+    assert f"characters {expected.start}-{expected.end}" in citation and "pasted.txt" in citation
+
+    # Another visitor (another browser context, so another session) asks the server's article.
+    context = browser.new_context(viewport={"width": 1100, "height": 1300})
+    try:
+        other = context.new_page()
+        other.set_default_timeout(TIMEOUT_MS)
+        other.goto(server)
+        other.wait_for_selector("#question input")
+        assert "the server's articles" in other.locator("#asking").inner_text()
+        ask(other, ANSWERABLE, served.text)
+        other.wait_for_selector("#article .token.highlighted .text")
+        seen = other.evaluate(READ_ARTICLE)
+        assert seen["text"] == assistant.documents[served.doc_id].text
+        assert seen["highlighted"] == [[served.start, served.end]]
+    finally:
+        context.close()
+
+    # Back to the server's articles in the first tab.
+    page.get_by_role("tab", name="Your article").click()
+    use = page.locator("#use-server")
+    use.click()
+    page.wait_for_function(SAYS, arg=["#own-status", "server's articles again"])
+    page.get_by_role("tab", name="Ask").click()
+    ask(page, ANSWERABLE, served.text)
+    assert page.evaluate(READ_ARTICLE)["text"] == assistant.documents[served.doc_id].text
+
+
+def test_an_uploaded_article_and_a_binary_one(page: Any, tmp_path: Path) -> None:
+    page.get_by_role("tab", name="Your article").click()
+    upload = page.locator("#own-upload input[type=file]")
+    binary = tmp_path / "photo.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    upload.set_input_files(str(binary))
+    page.wait_for_selector("#own-upload [aria-label='photo.txt']")
+    status = use_article(page, "not UTF-8")
+    assert status.strip().startswith("Cannot use this article:") and len(status.strip().splitlines()) == 1, status
+    assert "the server's articles" in page.locator("#asking").inner_text()
+    page.locator("#own-upload button[aria-label='Clear']").first.click()
+
+    good = tmp_path / "notes.md"
+    good.write_text(OWN_ARTICLE, encoding="utf-8")
+    upload.set_input_files(str(good))
+    page.wait_for_selector("#own-upload [aria-label='notes.md']")
+    use_article(page, "Using your article notes.md")
+    assert "your article notes.md" in page.locator("#asking").inner_text()
+    assert "Traceback" not in page.content()

@@ -287,7 +287,8 @@ def test_eval_command_end_to_end(assistant, tmp_path: Path) -> None:
     # One method (the --retrieval option) gives one row.
     single = CliRunner().invoke(cli, [*args, "--retrieval", "bm25"])
     assert single.exit_code == 0, single.output
-    assert [line.split()[0] for line in single.stdout.splitlines()[2:-1]] == ["bm25"]
+    assert [line.split()[0] for line in single.stdout.splitlines()[2:-2]] == ["bm25"]
+    assert single.stdout.splitlines()[-2].startswith("confidence (P that the answer is right")
 
 
 def test_eval_command_bad_gold_file(tmp_path: Path) -> None:

@@ -49,8 +49,9 @@ class StubAssistant:
     def __init__(self, documents: dict[str, Document], error: Exception) -> None:
         self.documents = documents
         self.error = error
+        self.min_confidence = 0.5
 
-    def ask(self, question: str, top_k: int = 1, doc_id: str | None = None) -> Result:
+    def ask(self, question: str, top_k: int = 1, doc_id: str | None = None, **kwargs: Any) -> Result:
         raise self.error
 
     def ask_many(self, questions: list[str], **kwargs: Any) -> list[Result]:
