@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from qa.models import EMBED_MODEL_ENV, embed_model_name, model_load_error, quiet_hf, resolve_embed_model
@@ -45,9 +46,14 @@ class Embedder:
         Importing sentence-transformers costs ~2.6 s (it pulls in scikit-learn, SciPy, pandas),
         more than half of a cold `qa ask`; the query path needs only the encoder and a mean.
         """
-        if self._model is None and (plain := _plain_mean_pooling(self.path)) is not None:
+        if self._model is None and (plain := self._plain_stack) is not None:
             return self._mean_pooled(texts, plain)
         return self.encode(texts)
+
+    @cached_property
+    def _plain_stack(self) -> int | None:
+        # Read once: the model folder's four JSON files were read again on every question.
+        return _plain_mean_pooling(self.path)
 
     def warm_up_queries(self) -> None:
         """Load what `encode_queries` uses, once (cheap when already loaded: called per question)."""

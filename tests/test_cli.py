@@ -157,3 +157,32 @@ def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     for name in ("index", "ask", "batch", "train-reader", "squad-predict", "squad-eval"):
         assert name in result.stdout
+
+
+def test_the_process_waits_passively_unless_told_otherwise() -> None:
+    from qa.cli import process_policy
+
+    env: dict[str, str] = {}
+    process_policy(env)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}  # see benchmarks/load.py
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "1"}
+    process_policy(env)
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_a_bad_thread_count_is_one_line() -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "ask", "Who?"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QA_THREADS": "many"},
+        timeout=120,
+    )
+    assert (
+        done.returncode == 1
+        and done.stderr.strip() == "Error: QA_THREADS must be a whole number of at least 1, got 'many'"
+    )
