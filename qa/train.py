@@ -625,6 +625,7 @@ def calibrate_saved_reader(
     info.update(null_threshold=result["null_threshold"], calib_a=result["calib_a"], calib_b=result["calib_b"])
     info["validation"] = {**info["validation"], **result["metrics"], "dtype": reader.dtype}
     atomic_write_text(path, json.dumps(info, indent=2) + "\n", "--output-dir")
+    calibrate_in_deployed_mode(out_dir, val, progress)
     m = result["metrics"]
     print(
         f"saved reader ({reader.dtype}): validation EM {m['exact']:.2f} F1 {m['f1']:.2f} "
@@ -633,6 +634,21 @@ def calibrate_saved_reader(
         file=sys.stderr,
     )
     return {**result, "epoch": info["validation"].get("epoch"), "step": info["validation"].get("step")}
+
+
+def calibrate_in_deployed_mode(out_dir: str | Path, val: Sequence[SquadExample], progress: bool) -> None:
+    """The saved reader's calibration.json, fitted on its validation questions asked through the
+    assistant (see `qa.calibration`); a run too small to fit one says so and keeps going."""
+    from qa.calibration import calibrate_trained_reader
+    from qa.errors import QAError
+
+    try:
+        report = calibrate_trained_reader(out_dir, val, progress)
+    except QAError as exc:
+        print(f"not calibrated in the deployed mode: {exc}", file=sys.stderr)
+        return
+    print(f"calibrated in the deployed mode: before {report.before.line()}", file=sys.stderr)
+    print(f"  after (cross-validated): {report.after.line()}", file=sys.stderr)
 
 
 def _tuple_state(raw: Any) -> Any:

@@ -139,6 +139,12 @@ def test_time_budget_plans_the_schedule_to_end_within_it(tmp_path: Path, tiny_re
     state = json.loads((Path(cfg.output_dir) / "checkpoint" / "state.json").read_text())
     assert state["step"] == state["plan"]["total"] < 180 and best["step"] <= state["step"]
     assert Plan(**state["plan"]).factor(state["step"]) == 0.0
+    # The saved reader is calibrated in the deployed mode: its validation questions asked through
+    # the assistant over their articles.
+    from qa.calibration import CALIBRATION_FILE, Calibration
+
+    cal = Calibration.load(Path(cfg.output_dir) / CALIBRATION_FILE)
+    assert cal.fitted["data"]["validation"]["questions"] > 0 and cal.reader["fingerprint"].startswith("sha256:")
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(
