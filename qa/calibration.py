@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,15 +134,9 @@ class Calibration:
 
     def recalibrated(self, a: float, b: float, min_confidence: float, fitted: dict[str, Any]) -> Calibration:
         """sigmoid(a * z + b) over this calibration's logit z: a two-number fit for a few questions."""
-        return Calibration(
-            features=self.features,
-            mean=self.mean,
-            scale=self.scale,
-            weights=tuple(a * w for w in self.weights),
-            bias=a * self.bias + b,
-            min_confidence=min_confidence,
-            reader=self.reader,
-            fitted=fitted,
+        weights = tuple(a * w for w in self.weights)
+        return replace(
+            self, weights=weights, bias=a * self.bias + b, min_confidence=min_confidence, fitted=fitted, source=""
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -235,11 +229,16 @@ def reader_fingerprint(model: str) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def find_calibration(explicit: Path | None, index_dir: Path, reader_dir: str) -> Path | None:
-    """The calibration file in effect (see the module docstring), or None for the reader's own rule."""
+def find_calibration(explicit: Path | None, index_dir: Path | None, reader_dir: str) -> Path | None:
+    """The calibration file in effect (see the module docstring), or None for the reader's own rule.
+
+    `index_dir` is None for articles held in memory (`Assistant.from_text`): they have no index folder.
+    """
     if explicit is not None:
         return explicit
     for folder in (index_dir, Path(reader_dir)):
+        if folder is None:
+            continue
         path = folder / CALIBRATION_FILE
         if path.is_file():
             return path
@@ -446,7 +445,7 @@ def fit(
     )
     weights = domain_weights(observations)
     probs = [None if o.features is None else cal.probability(o.features) for o in observations]
-    return _with_threshold(cal, best_min_confidence(probs, observations, weights))
+    return replace(cal, min_confidence=best_min_confidence(probs, observations, weights))
 
 
 def recalibrate(base: Calibration, observations: Sequence[Observation], fitted: dict[str, Any]) -> Calibration:
@@ -464,11 +463,7 @@ def recalibrate(base: Calibration, observations: Sequence[Observation], fitted: 
         a, b = 1.0, float(np.log((y.mean() + 1e-3) / (1 - y.mean() + 1e-3)))
     cal = base.recalibrated(float(a), float(b), 0.5, fitted)
     probs = [None if o.features is None else cal.probability(o.features) for o in observations]
-    return _with_threshold(cal, best_min_confidence(probs, observations, [1.0] * len(observations)))
-
-
-def _with_threshold(cal: Calibration, min_confidence: float) -> Calibration:
-    return Calibration(cal.features, cal.mean, cal.scale, cal.weights, cal.bias, min_confidence, cal.reader, cal.fitted)
+    return replace(cal, min_confidence=best_min_confidence(probs, observations, [1.0] * len(observations)))
 
 
 def cross_validated(
@@ -557,7 +552,7 @@ def calibrate(
 
     calibration = fitter(observations)
     if reader:
-        calibration = replace_reader(calibration, reader)
+        calibration = replace(calibration, reader=reader)
     domains = sorted({o.domain for o in observations})
     report = Report(
         calibration=calibration,
@@ -578,27 +573,20 @@ def calibrate(
     return report
 
 
-def replace_reader(calibration: Calibration, reader: dict[str, Any]) -> Calibration:
-    return Calibration(
-        calibration.features,
-        calibration.mean,
-        calibration.scale,
-        calibration.weights,
-        calibration.bias,
-        calibration.min_confidence,
-        reader,
-        calibration.fitted,
-    )
-
-
 def squad_gold(path: str | Path, titles: Sequence[str] | None, folder: Path) -> list[Any]:
     """SQuAD articles written to `folder` as plain-text articles, and their questions as gold items."""
+    from qa.squad import load_squad
+
+    return squad_examples_gold(load_squad(path, titles), folder)
+
+
+def squad_examples_gold(examples: Sequence[Any], folder: Path) -> list[Any]:
     from qa.assistant import check_question
     from qa.evaluate import GoldItem
-    from qa.squad import load_squad, write_articles
+    from qa.squad import write_articles
 
     items = []
-    for n, (qid, question, answers) in enumerate(write_articles(load_squad(path, titles), folder), 1):
+    for n, (qid, question, answers) in enumerate(write_articles(examples, folder), 1):
         try:
             items.append(GoldItem(qid, check_question(question), answers, n))
         except InputError:
@@ -664,3 +652,38 @@ def calibrate_assistant(
 def _counts(items: Sequence[Any]) -> dict[str, int]:
     answerable = sum(g.answerable for g in items)
     return {"questions": len(items), "answerable": answerable, "unanswerable": len(items) - answerable}
+
+
+def calibrate_trained_reader(reader_dir: str | Path, examples: Sequence[Any], progress: bool = True) -> Report:
+    """What `qa train-reader` does at the end: the saved reader's calibration, fitted on its
+    validation questions asked through the assistant over their articles (written to a private
+    temporary folder and indexed there), saved as calibration.json beside the weights."""
+    import tempfile
+
+    from qa.assistant import Assistant
+    from qa.files import OutputFile
+    from qa.reader import ReaderSettings
+
+    reader_dir = Path(reader_dir)
+    out = OutputFile(reader_dir / CALIBRATION_FILE, "--output-dir")
+    try:
+        own = Calibration.from_reader_settings(ReaderSettings.load(reader_dir))
+        with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
+            items = squad_examples_gold(examples, Path(tmp) / "articles")
+            assistant = Assistant(Path(tmp) / "articles", Path(tmp) / "index", reader_model=str(reader_dir))
+            assistant.__dict__["calibration"] = own  # not a calibration.json left by an earlier run
+            observations = observe(assistant, items, "validation", progress)
+            titles = sorted({ex.title for ex in examples})
+            info = provenance(
+                right=RIGHT,
+                mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
+                data={"validation": {"articles": titles, **_counts(items)}},
+                command="qa train-reader (at the end)",
+            )
+            reader = {"name": str(reader_dir), "fingerprint": reader_fingerprint(str(reader_dir))}
+        report = calibrate(own, observations, "full", info, reader)
+        report.calibration.save(out)
+        return report
+    finally:
+        if not out.closed:
+            out.discard()
