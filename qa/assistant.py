@@ -1,5 +1,8 @@
 """The Python API: `Assistant.ask` and `Assistant.ask_many`. The CLI and the web page call these.
 
+An assistant answers over a folder of articles and its index on disk, or over one article given
+as text (`Assistant.from_text`), which it indexes in memory the same way (nothing read or written).
+
 For each question: retrieve the closest chunks, read every chunk on its own (all chunks of
 all questions in one batched reader call), map spans to document offsets by adding the
 chunk's start, merge spans that overlap in the document, and answer only when the best span
@@ -19,7 +22,7 @@ from pathlib import Path
 from qa.calibration import CALIBRATION_FILE, Calibration, check_min_confidence, find_calibration, reader_fingerprint
 from qa.chunking import sentence_spans
 from qa.decode import decode
-from qa.documents import document_paths, load_documents, seeds_dir
+from qa.documents import article_document, document_paths, load_documents, seeds_dir
 from qa.embedding import Embedder
 from qa.errors import DocumentError, IndexStoreError, InputError
 from qa.files import first_bad_char, printable
@@ -28,6 +31,7 @@ from qa.index import (
     Manifest,
     check_index_dir,
     index_dir,
+    index_in_memory,
     load_current,
     load_index,
     read_manifest,
@@ -89,6 +93,9 @@ class Assistant:
     Settings come as a `Settings` object (the CLI resolves it from flags and environment) or as
     keyword arguments that override it. `reader`, `embedder` and `retriever` may be handed in
     (anything meeting `qa.protocols`); the defaults are built when they are not.
+
+    `documents` (what `from_text` passes) are articles held in memory instead of the seeds folder:
+    they are indexed in memory, and the seeds and index folders are neither read nor written.
     """
 
     def __init__(
@@ -108,7 +115,10 @@ class Assistant:
         retriever: RetrieverLike | None = None,
         auto_index: bool = True,
         log: Callable[[str], None] | None = None,
+        documents: Sequence[Document] | None = None,
     ) -> None:
+        if settings is None and documents is not None:
+            settings = Settings()  # no folder to look for
         if settings is None:
             folder = seeds_dir(seeds)
             settings = Settings(seeds=folder, index_dir=index_dir(index, folder))
@@ -124,9 +134,17 @@ class Assistant:
         }
         self.settings = settings.with_(**{k: v for k, v in overrides.items() if v is not None})
         s = self.settings
-        check_index_dir(s.index_dir)  # a file or device there would fail only after the embedding work
-        self.seeds = s.seeds
-        self.index_dir = s.index_dir
+        # None: the articles are held in memory (`documents`), and so is their index.
+        self.seeds: Path | None = None
+        self.index_dir: Path | None = None
+        if documents is None:
+            check_index_dir(s.index_dir)  # a file or device there would fail only after the embedding work
+            self.seeds, self.index_dir = s.seeds, s.index_dir
+        else:
+            held = {d.doc_id: d for d in documents}
+            if not held or len(held) != len(documents):
+                raise InputError("give at least one article, each with its own name")
+            self.__dict__["documents"] = held  # what the `documents` property would load from a folder
         self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model)
         self.reader: ReaderLike = reader if reader is not None else Reader(s.reader_model, dtype=s.reader_dtype)
         self.retrieval = s.retrieval
@@ -140,10 +158,35 @@ class Assistant:
         self._retriever: RetrieverLike | None = retriever
         self._seen: tuple[FileStamp, ...] = ()
 
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        name: str = "pasted.txt",
+        *,
+        reader: ReaderLike | None = None,
+        embedder: EmbedderLike | None = None,
+        settings: Settings | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Assistant:
+        """An assistant over one article given as text, named `name` in its citations.
+
+        It is chunked, embedded and indexed (FAISS and BM25) in memory, on first use, exactly as the
+        same text in a file of a folder would be, so it gives the same answers, with offsets into
+        `text`; nothing is read from or written to the seeds or index folders. Hand in a loaded
+        `reader` and `embedder` to share them (the web page does, per visitor). The calibration is
+        `settings.calibration` when given, else the reader's: an index folder's calibration was
+        fitted on that folder's articles. Raises InputError for text that is empty, not UTF-8
+        (a lone surrogate), binary (NUL characters) or over 1 MB.
+        """
+        document = article_document(text, name)
+        return cls(settings=settings, reader=reader, embedder=embedder, log=log, documents=[document])
+
     # --- loading -------------------------------------------------------------------------
 
     @cached_property
     def documents(self) -> dict[str, Document]:
+        assert self.seeds is not None  # articles held in memory are set at construction
         self._seen = self._fingerprint()
         return {d.doc_id: d for d in load_documents(self.seeds)}
 
@@ -155,6 +198,8 @@ class Assistant:
         makes a new file). Like git's stat check alone, it cannot see a same-size edit made within
         the file system's timestamp tick of the previous write, with the old mtime restored.
         """
+        if self.seeds is None:
+            return ()  # held in memory: no files to change
         try:
             paths = document_paths(self.seeds)
         except DocumentError:
@@ -174,7 +219,7 @@ class Assistant:
         A long-lived assistant (the web page) must never cite text that is no longer in the file.
         Returns True when something was reloaded.
         """
-        if "documents" not in self.__dict__ or self._fingerprint() == self._seen:
+        if self.seeds is None or "documents" not in self.__dict__ or self._fingerprint() == self._seen:
             return False
         self.log(f"Articles in {self.seeds} changed on disk; reloading them.")
         for name in ("documents", "_sentences"):
@@ -189,6 +234,8 @@ class Assistant:
 
     def index_status(self) -> str | None:
         """None when the index on disk matches the articles and settings, else why not."""
+        if self.index_dir is None:
+            return None  # held in memory: indexed from the articles themselves, never stale
         return self._staleness(read_manifest(self.index_dir))
 
     def _staleness(self, manifest: Manifest | None) -> str | None:
@@ -202,8 +249,14 @@ class Assistant:
         """Load the index, or (re)build it when forced, missing or stale. Returns it and why it was rebuilt.
 
         A build is the index folder's only writer: one that finds another under way waits for it,
-        then (unless forced) uses what that one built if it now matches.
+        then (unless forced) uses what that one built if it now matches. Articles held in memory
+        are indexed in memory.
         """
+        if self.index_dir is None:
+            docs = list(self.documents.values())
+            held = index_in_memory(docs, self.embedder, self.chunk_size, self.chunk_overlap, progress)
+            self._use_index(held)
+            return held, "the articles are held in memory"
         index, reason = (None, "--force was given") if force else self._up_to_date_index()
         if index is None:
             with writing(self.index_dir, self.log):
@@ -219,12 +272,16 @@ class Assistant:
                         progress,
                         previous=self._previous_index(),
                     )
+        self._use_index(index)
+        return index, reason
+
+    def _use_index(self, index: Index) -> None:
         self._index = index
         self._retriever = self._given_retriever or Retriever(index, self.embedder, self.retrieval)
-        return index, reason
 
     def _up_to_date_index(self) -> tuple[Index | None, str | None]:
         """The index on disk when it matches the articles and settings, else None and why not."""
+        assert self.index_dir is not None
         with reading(self.index_dir):
             manifest = read_manifest(self.index_dir)
             reason = self._staleness(manifest)
@@ -236,6 +293,7 @@ class Assistant:
 
     def _previous_index(self) -> Index | None:
         """The index on disk, if it can be read, so a rebuild re-embeds only what changed."""
+        assert self.index_dir is not None
         try:
             return load_current(self.index_dir)
         except IndexStoreError:
@@ -243,6 +301,8 @@ class Assistant:
 
     @property
     def index(self) -> Index:
+        if self._index is None and self.index_dir is None:
+            self.build_index(progress=False)  # held in memory: small (from_text caps it at 1 MB), no bar
         if self._index is None:
             reason = self.index_status()
             if reason is not None and not self.auto_index:
@@ -398,7 +458,8 @@ class Assistant:
     @cached_property
     def calibration(self) -> Calibration:
         """The calibration in effect (see `qa.calibration`): `--calibration`, else the one beside the
-        index, else the reader's; one fitted for another reader is set aside with a warning."""
+        index (none for articles held in memory), else the reader's; one fitted for another reader is
+        set aside with a warning."""
         path = find_calibration(self.settings.calibration, self.index_dir, self.reader.model_name)
         if path is None:
             return Calibration.from_reader_settings(self.reader.settings)

@@ -90,6 +90,28 @@ def assistant_options(f: Callable) -> Callable:
     return seeds_option(index_option(embed_option(reader_option(f))))
 
 
+def article_option(f: Callable) -> Callable:
+    return click.option(
+        "--article",
+        default=None,
+        metavar="FILE",
+        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
+        "indexed in memory: the seeds and index folders are neither read nor written.",
+    )(f)
+
+
+def read_article_option(article: str | None, opts: dict[str, Any]) -> Any:
+    """The --article file, read and checked before any model loads (None without --article)."""
+    if article is None:
+        return None
+    given = [flag for flag, key in (("--seeds", "seeds"), ("--index-dir", "index_dir")) if opts.get(key)]
+    if given:
+        raise click.ClickException(f"--article answers over that one file; drop {' and '.join(given)}")
+    from qa.documents import read_article
+
+    return read_article(article)
+
+
 def articles_option(f: Callable) -> Callable:
     return click.option(
         "--articles",
@@ -121,10 +143,14 @@ def resolve_settings(opts: dict[str, Any]) -> Any:
     return Settings.resolve(**{k: opts.pop(k) for k in SETTING_FLAGS if k in opts})
 
 
-def make_assistant(opts: dict[str, Any]) -> Any:
+def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
+    """The assistant over the articles folder, or over the one --article (a checked Document), in memory."""
     from qa.assistant import Assistant
 
-    return Assistant(settings=resolve_settings(opts), log=_err)
+    settings = resolve_settings(opts)
+    if article is not None:
+        return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
+    return Assistant(settings=settings, log=_err)
 
 
 class Terminated(KeyboardInterrupt):
@@ -202,16 +228,20 @@ def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, force
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers to show.")
 @click.option("--doc", "doc_id", default=None, help="Only this article (its file name in the seeds folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@article_option
 @assistant_options
-def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, **opts: Any) -> None:
+def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, article: str | None, **opts: Any) -> None:
     """Answer QUESTION from the articles, with the exact span and its citation.
 
     Example: qa ask "Who devised the process to evaluate strike requests?"
+
+    Your own article: qa ask "Who designed the reading room?" --article notes.txt
     """
     from qa.assistant import check_question
 
     check_question(question)  # before loading anything
-    result = make_assistant(opts).ask(question, top_k=top_k, doc_id=doc_id)
+    document = read_article_option(article, opts)
+    result = make_assistant(opts, document).ask(question, top_k=top_k, doc_id=doc_id)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -253,6 +283,7 @@ def format_result(result: Any) -> str:
 )
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--doc", "doc_id", default=None, help="Only this article.")
+@article_option
 @assistant_options
 def batch_cmd(
     input_path: str,
@@ -261,6 +292,7 @@ def batch_cmd(
     input_format: str | None,
     top_k: int,
     doc_id: str | None,
+    article: str | None,
     **opts: Any,
 ) -> None:
     """Answer a file of questions (.jsonl, .csv, .txt, or - for stdin), one record each, in order.
@@ -270,11 +302,18 @@ def batch_cmd(
     from qa.batch import RecordWriter, iter_records, read_questions
     from qa.files import OutputFile
 
-    # Everything that can be checked is checked before a model loads: the input, then the output path.
+    if input_path == "-" and article == "-":
+        raise click.ClickException(
+            "the questions (INPUT -) and the article (--article -) cannot both come from standard input; "
+            "give one of them as a file"
+        )
+    # Everything that can be checked is checked before a model loads: the input, the article, the output path.
     items = read_questions(input_path, input_format)
+    document = read_article_option(article, opts)
     if out_format is None:
         out_format = "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
-    out = OutputFile(out_path, inputs=[input_path]) if out_path is not None else None
+    inputs = [input_path] if article is None else [input_path, article]
+    out = OutputFile(out_path, inputs=inputs) if out_path is not None else None
     writer = RecordWriter(out.stream if out else sys.stdout, out_format)
     where = "standard output" if out_path is None else out_path
     counts = {"answered": 0, "abstained": 0, "errors": 0}
@@ -282,7 +321,7 @@ def batch_cmd(
     # The handler covers the except clause too, so that saving the records is not cut short.
     with sigterm_as_interrupt():
         try:
-            records = iter_records(make_assistant(opts), items, top_k=top_k, progress=True, doc_id=doc_id)
+            records = iter_records(make_assistant(opts, document), items, top_k=top_k, progress=True, doc_id=doc_id)
             for record in records:
                 writer.write(record)
                 kind = "errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"
@@ -652,10 +691,32 @@ def train_reader_cmd(**opts: Any) -> None:
     )
 
 
+def process_policy(env: dict[str, str] | os._Environ[str] | None = None) -> None:
+    """How this process uses the CPU, set before torch loads (OpenMP reads it once, at start).
+
+    OpenMP's threads spin-wait for each other by default; when another process holds a core
+    (a server shares its machine), every parallel region waits for the thread that was
+    preempted, and a question took ~20x longer. Passive waiting gives the core back instead;
+    `benchmarks/load.py` measures it. QA_THREADS sets the number of threads (OMP_NUM_THREADS);
+    a policy the user set themselves is kept.
+    """
+    env = os.environ if env is None else env
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads = env.get("QA_THREADS", "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise click.ClickException(f"QA_THREADS must be a whole number of at least 1, got {threads!r}")
+        env["OMP_NUM_THREADS"] = threads
+
+
 def main() -> None:
     code = 0
     try:
+        process_policy()
         cli.main(prog_name="qa", standalone_mode=True)
+    except click.ClickException as exc:  # a bad QA_THREADS, before any command runs
+        exc.show()
+        code = exc.exit_code
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BrokenPipeError:  # e.g. `qa batch ... | head`

@@ -1,14 +1,29 @@
-"""Reading articles: every .txt/.md file in a folder is a document, read as UTF-8 as is."""
+"""Reading articles: every .txt/.md file in a folder is a document, read as UTF-8 as is.
+
+One article can also be given on its own, as text (`Assistant.from_text`, the page's *Your
+article*) or as one file (`qa ask --article FILE`, an upload): it is checked here, capped at
+MAX_ARTICLE_BYTES, and read exactly as a folder's article is (strict UTF-8, nothing normalised),
+so its offsets and answers are the ones the same file in a folder gets.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
+from typing import IO
 
-from qa.errors import DocumentError
+from qa.errors import DocumentError, InputError
+from qa.files import first_bad_char, printable
 from qa.types import Document
 
 SUFFIXES = (".txt", ".md")
+# One article given as text is indexed in memory, per request (a page's visitor, a command): the cap
+# keeps that to seconds of embedding and a few MB; a bigger text belongs in the articles folder.
+MAX_ARTICLE_BYTES = 1024 * 1024
+ARTICLE_CAP = "1 MB"
+STDIN = "-"
+STDIN_NAME = "stdin"
 
 
 def seeds_dir(path: str | Path | None = None) -> Path:
@@ -54,3 +69,74 @@ def read_document(path: Path, doc_id: str) -> Document:
 def load_documents(folder: str | Path | None = None) -> list[Document]:
     folder = seeds_dir(folder)
     return [read_document(p, p.relative_to(folder).as_posix()) for p in document_paths(folder)]
+
+
+def article_document(text: object, name: str) -> Document:
+    """One article given as text, checked, as the Document a folder holding it as `name` would give.
+
+    Raises one InputError naming the problem and the fix: not text, over the cap, a lone surrogate
+    (text that cannot be UTF-8), NUL characters (a binary file), or nothing but whitespace.
+    """
+    name = printable(name).strip() if isinstance(name, str) else ""
+    if not name:
+        raise InputError("the article needs a name (its citations name it), e.g. pasted.txt")
+    if not isinstance(text, str):
+        raise InputError(f"the article {name} must be text, got {type(text).__name__}")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ARTICLE_BYTES:
+        raise too_big(name)
+    bad = first_bad_char(text)
+    if bad is not None:
+        raise InputError(
+            f"the article {name} is not UTF-8 text (a lone surrogate at character {bad + 1}); save it as UTF-8"
+        )
+    if "\x00" in text:
+        raise InputError(f"the article {name} holds NUL characters, so it is a binary file; give plain text")
+    if not text.strip():
+        raise InputError(f"the article {name} is empty; give the text of an article")
+    raw = text.encode("utf-8")
+    return Document(doc_id=name, path=name, text=text, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def too_big(name: str) -> InputError:
+    return InputError(
+        f"the article {name} is larger than {ARTICLE_CAP}, the limit for one article given on its own; "
+        "split it, or put it in an articles folder (--seeds) and run qa index"
+    )
+
+
+def article_from_bytes(raw: bytes, name: str) -> Document:
+    """An article file's bytes (an upload, --article FILE), decoded as a folder's article is."""
+    if len(raw) > MAX_ARTICLE_BYTES:
+        raise too_big(name)
+    try:
+        text = raw.decode("utf-8")  # strict, BOM and CRLF kept: offsets index the file's text as it is
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"the article {name} is not UTF-8 text (bad byte at position {exc.start}; a binary file?); "
+            "give a plain-text article, converted if need be (iconv -t UTF-8)"
+        ) from exc
+    return article_document(text, name)
+
+
+def read_article(source: str | Path, stdin: IO[str] | None = None) -> Document:
+    """The one article `qa ask/batch --article` names: a file, or '-' for standard input.
+
+    At most MAX_ARTICLE_BYTES + 1 bytes are read, so a huge file (or an endless pipe) is refused
+    without reading it all.
+    """
+    if str(source) == STDIN:
+        stream = stdin or sys.stdin
+        buffer = getattr(stream, "buffer", None)
+        raw = buffer.read(MAX_ARTICLE_BYTES + 1) if buffer is not None else stream.read().encode("utf-8")
+        return article_from_bytes(raw, STDIN_NAME)
+    path = Path(source)
+    try:
+        if path.is_dir():
+            raise InputError(f"--article {source} is a folder; give one article file (a folder of articles: --seeds)")
+        with path.open("rb") as f:
+            raw = f.read(MAX_ARTICLE_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise InputError(f"--article {source} does not exist; check the path") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read --article {source} ({exc.strerror}); check the file's permissions") from exc
+    return article_from_bytes(raw, path.name)

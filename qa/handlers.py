@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
 from qa.calibration import check_min_confidence
+from qa.documents import MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, too_big
 from qa.errors import InputError, QAError
 from qa.files import decode_bytes
 from qa.types import RECORD_FIELDS, Answer, Document, Result
@@ -34,6 +37,9 @@ MAX_TOP_K = 5
 MAX_BATCH_QUESTIONS = 1000
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
+# Visitors' own articles held at once (each up to 1 MB of text plus its vectors, ~10 MB at the cap).
+MAX_SESSION_ARTICLES = 32
+PASTED_NAME = "pasted.txt"
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
 _MD_LIST_START = re.compile(r"^(\s*)(?:([-+])|(\d+)([.)]))(?=\s)")
@@ -333,3 +339,193 @@ def batch_handler(
         return BatchView(status=unexpected_message(exc))
     rows = [["" if r[k] is None else r[k] for k in RECORD_FIELDS] for r in records]
     return BatchView(status=batch_summary(name, records), rows=rows, files=files, records=records)
+
+
+# --- a visitor's own article -----------------------------------------------------------------
+
+
+class SessionArticles:
+    """Each browser session's own article, as an Assistant over it (indexed in memory).
+
+    Keyed by Gradio's session hash: one tab's article is never another's. Bounded, because every
+    visitor may add one: at most `capacity` are held, and adding one more drops the least recently
+    used (its tab is told so when it next asks). The page also drops a session's article when the
+    tab closes (Gradio's unload event). Nothing is written anywhere.
+    """
+
+    def __init__(self, capacity: int = MAX_SESSION_ARTICLES) -> None:
+        self.capacity = capacity
+        self._held: OrderedDict[str, Assistant] = OrderedDict()
+        self._lock = threading.Lock()  # Gradio runs handlers on several threads
+
+    def get(self, session: str | None) -> Assistant | None:
+        if not session:
+            return None
+        with self._lock:
+            own = self._held.get(session)
+            if own is not None:
+                self._held.move_to_end(session)
+            return own
+
+    def put(self, session: str, assistant: Assistant) -> None:
+        with self._lock:
+            self._held[session] = assistant
+            self._held.move_to_end(session)
+            while len(self._held) > self.capacity:
+                self._held.popitem(last=False)
+
+    def drop(self, session: str | None) -> None:
+        with self._lock:
+            if session:
+                self._held.pop(session, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    """What the page shows after the visitor chooses which articles to ask."""
+
+    status: str
+    own: str | None = None  # the name of this session's own article, None for the server's articles
+    min_confidence: float | None = None  # the slider's new starting value; None leaves it as it is
+
+
+def asking_markdown(own: str | None) -> str:
+    """The line above the tabs that says which articles the questions go to."""
+    if own is None:
+        return "Asking **the server's articles**. To ask your own, add it in the *Your article* tab."
+    return (
+        f"Asking **your article** {md_escape(own)} (in this browser tab only; *Use the server's articles* "
+        "in the *Your article* tab goes back)."
+    )
+
+
+def read_article_upload(upload: object, uploaded: Callable[[object], bool] | None) -> Document:
+    """An uploaded .txt/.md article, checked as `qa ask --article` checks its file; only real uploads."""
+    found = upload_path(upload)
+    if found is None:
+        raise InputError("paste an article or upload a .txt or .md file first")
+    path, name = found
+    check_uploaded(path, uploaded)
+    name = Path(name).name
+    if Path(name).suffix.lower() not in SUFFIXES:
+        raise InputError(f"{name} is not a .txt or .md file; upload the article as plain UTF-8 text")
+    try:
+        if path.stat().st_size > MAX_ARTICLE_BYTES:
+            raise too_big(name)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
+    return article_from_bytes(raw, name)
+
+
+def use_article_handler(
+    server: Assistant,
+    store: SessionArticles,
+    session: str | None,
+    text: str | None,
+    upload: object = None,
+    current: str | None = None,
+    uploaded: Callable[[object], bool] | None = None,
+) -> ArticleView:
+    """Index the visitor's article (the uploaded file if there is one, else the pasted text) in memory,
+    for this session only, with the server's loaded models; a bad one leaves `current` in use."""
+    from qa.assistant import Assistant
+
+    try:
+        if not session:
+            raise InputError("this page keeps your article per browser tab; reload the page and add it again")
+        if upload_path(upload) is not None:
+            document = read_article_upload(upload, uploaded)
+        else:
+            document = article_document(text or "", PASTED_NAME)
+        own = Assistant.from_text(
+            document.text,
+            document.doc_id,
+            reader=server.reader,
+            embedder=server.embedder,
+            settings=server.settings,
+            log=server.log,
+        )
+        own.warm_up()  # index it now, so that its first question is as quick as the server's
+        store.put(session, own)
+    except QAError as exc:
+        still = f"your article {md_escape(current)}" if current else "the server's articles"
+        return ArticleView(f"**Cannot use this article:** {md_escape(str(exc))} (still asking {still})", own=current)
+    except Exception as exc:
+        return ArticleView(status=unexpected_message(exc), own=current)
+    chunks = len(own.index.chunks)
+    return ArticleView(
+        status=(
+            f"Using **your article** {md_escape(document.doc_id)}: {len(document.text):,} characters, "
+            f"{chunks} chunk{'s' if chunks != 1 else ''}, indexed in memory for this browser tab only. "
+            "Ask about it in the *Ask* and *Batch* tabs."
+        ),
+        own=document.doc_id,
+        min_confidence=own.min_confidence,
+    )
+
+
+def use_server_handler(server: Assistant, store: SessionArticles, session: str | None) -> ArticleView:
+    """Back to the server's articles: the session's own article is dropped."""
+    store.drop(session)
+    return ArticleView(
+        status="Asking the server's articles again; your article was dropped.",
+        own=None,
+        min_confidence=server.min_confidence,
+    )
+
+
+def session_assistant(server: Assistant, store: SessionArticles, session: str | None, own: str | None) -> Assistant:
+    """The assistant this session asks: its own article's when it added one, else the server's."""
+    if own is None:
+        return server
+    held = store.get(session)
+    if held is None:
+        raise InputError(
+            f"your article {own} is no longer held (the server keeps {store.capacity} visitors' articles, "
+            "dropping the least recently used); add it again in the Your article tab, or use the server's articles"
+        )
+    return held
+
+
+def session_ask_handler(
+    server: Assistant,
+    store: SessionArticles,
+    session: str | None,
+    own: str | None,
+    question: str | None,
+    top_k: object = 1,
+    doc: str | None = None,
+    min_confidence: object = None,
+) -> AskView:
+    """`ask_handler` over the articles this session asks: its own article, else the server's."""
+    try:
+        assistant = session_assistant(server, store, session, own)
+    except QAError as exc:
+        return AskView(status=error_message(exc))
+    doc = doc if own is None else None  # the article choice is among the server's articles
+    return ask_handler(assistant, question, top_k, doc, min_confidence)
+
+
+def session_batch_handler(
+    server: Assistant,
+    store: SessionArticles,
+    session: str | None,
+    own: str | None,
+    upload: object,
+    top_k: object = 1,
+    doc: str | None = None,
+    out_dir: Path | None = None,
+    uploaded: Callable[[object], bool] | None = None,
+    min_confidence: object = None,
+) -> BatchView:
+    """`batch_handler` over the articles this session asks."""
+    try:
+        assistant = session_assistant(server, store, session, own)
+    except QAError as exc:
+        return BatchView(status=error_message(exc))
+    doc = doc if own is None else None  # the article choice is among the server's articles
+    return batch_handler(assistant, upload, top_k, doc, out_dir, uploaded=uploaded, min_confidence=min_confidence)

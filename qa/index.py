@@ -7,6 +7,8 @@ Layout of `index/`:
 
 A build writes a new generation folder, then replaces manifest.json atomically (os.replace);
 a crash at any point leaves the previous manifest pointing at the previous, intact files.
+The index itself is built in memory (`index_in_memory`) and then written; an article given as
+text (`Assistant.from_text`) is answered from that in-memory index, and nothing is written.
 
 Processes sharing the folder coordinate with flock(2), as `flock(1)` does:
     .lock                  held exclusively by a writer for its whole build (`writing`), so two
@@ -29,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,7 @@ from qa.types import Chunk, Document
 if TYPE_CHECKING:
     import numpy as np
 
-    from qa.embedding import Embedder
+    from qa.protocols import EmbedderLike
 
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
@@ -298,7 +300,7 @@ def load_current(folder: Path) -> Index | None:
 def build_index(
     folder: Path,
     docs: list[Document],
-    embedder: Embedder,
+    embedder: EmbedderLike,
     chunk_size: int,
     chunk_overlap: int,
     progress: bool = True,
@@ -310,20 +312,20 @@ def build_index(
         return write_generation(folder, docs, embedder, chunk_size, chunk_overlap, progress, previous)
 
 
-def write_generation(
-    folder: Path,
+def index_in_memory(
     docs: list[Document],
-    embedder: Embedder,
+    embedder: EmbedderLike,
     chunk_size: int,
     chunk_overlap: int,
-    progress: bool = True,
+    progress: bool = False,
     previous: Index | None = None,
 ) -> Index:
-    """Chunk, embed and write a new generation, then switch the manifest to it atomically.
+    """Chunk and embed the articles into an index held in memory; nothing is written anywhere.
 
-    The caller holds `writing(folder)`. With `previous` (the index being replaced), unchanged
-    articles keep their vectors: only the added or changed articles are embedded, so the cost
-    follows the change, not the folder.
+    Its `path` is None, so a Retriever builds its BM25 index in memory too. `write_generation`
+    stores what this builds; an article given as text (`Assistant.from_text`) is answered from it
+    as it is. With `previous` (the index being replaced), unchanged articles keep their vectors:
+    only the added or changed articles are embedded, so the cost follows the change, not the folder.
     """
     import faiss
     import numpy as np
@@ -365,6 +367,24 @@ def write_generation(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         reused=sorted({chunks[i].doc_id for i in reuse}),
     )
+    return Index(manifest, chunks, faiss_index, None)
+
+
+def write_generation(
+    folder: Path,
+    docs: list[Document],
+    embedder: EmbedderLike,
+    chunk_size: int,
+    chunk_overlap: int,
+    progress: bool = True,
+    previous: Index | None = None,
+) -> Index:
+    """Build the index in memory (`index_in_memory`), write it as a new generation, then switch the
+    manifest to it atomically. The caller holds `writing(folder)`."""
+    import faiss
+
+    built = index_in_memory(docs, embedder, chunk_size, chunk_overlap, progress, previous)
+    manifest, chunks = built.manifest, built.chunks
     staging: Path | None = None
     try:
         old = read_manifest_quietly(folder)
@@ -373,7 +393,7 @@ def write_generation(
         with (staging / "chunks.jsonl").open("w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
-        faiss.write_index(faiss_index, str(staging / "vectors.faiss"))
+        faiss.write_index(built.faiss_index, str(staging / "vectors.faiss"))
         save_bm25(staging / BM25_DIR, chunks)
         _fsync_dir(staging)
         staging.rename(folder / manifest.generation)
@@ -399,7 +419,7 @@ def write_generation(
             shutil.rmtree(folder / manifest.generation, ignore_errors=True)
             raise
         _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
-    return Index(manifest, chunks, faiss_index, folder / manifest.generation)
+    return replace(built, path=folder / manifest.generation)
 
 
 def read_manifest_quietly(folder: Path) -> Manifest | None:

@@ -18,6 +18,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
+from qa.documents import MAX_ARTICLE_BYTES
+
 log = logging.getLogger("qa.web")
 
 Scope = MutableMapping[str, Any]
@@ -26,8 +28,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# The page's and the API's requests are a question, a top-k and a file reference: a few KB.
-MAX_BODY_BYTES = 1024 * 1024
+# The page's and the API's requests are a question, a top-k and a file reference (a few KB), or a
+# pasted article: up to MAX_ARTICLE_BYTES of text, JSON-escaped (a newline takes two bytes). The room
+# above that lets a somewhat bigger paste reach the page's handler, which names the article cap.
+MAX_BODY_BYTES = 4 * MAX_ARTICLE_BYTES
 NOT_UPLOADED = "that file was not uploaded to this server; send the file itself (gradio_client.handle_file)"
 
 

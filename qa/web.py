@@ -20,6 +20,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from qa.batch import answer_items
+from qa.documents import ARTICLE_CAP
 from qa.errors import InputError, QAError
 from qa.handlers import (
     ALL_ARTICLES,
@@ -28,11 +29,14 @@ from qa.handlers import (
     MAX_TOP_K,
     MAX_UPLOAD_BYTES,
     UPLOAD_SUFFIXES,
+    ArticleView,
     AskView,
     BatchView,
+    SessionArticles,
     answer_rows,
     answers_markdown,
     ask_handler,
+    asking_markdown,
     batch_handler,
     batch_summary,
     check_uploaded,
@@ -48,8 +52,12 @@ from qa.handlers import (
     render_result,
     resolve_doc,
     sentence_markdown,
+    session_ask_handler,
+    session_batch_handler,
     unexpected_message,
     upload_path,
+    use_article_handler,
+    use_server_handler,
     write_downloads,
 )
 from qa.types import RECORD_FIELDS
@@ -63,13 +71,16 @@ __all__ = [
     "MAX_TOP_K",
     "MAX_UPLOAD_BYTES",
     "UPLOAD_SUFFIXES",
+    "ArticleView",
     "AskView",
     "BatchView",
+    "SessionArticles",
     "answer_rows",
     "answers_markdown",
     "api_ask",
     "api_batch",
     "ask_handler",
+    "asking_markdown",
     "batch_handler",
     "batch_summary",
     "build_app",
@@ -86,8 +97,12 @@ __all__ = [
     "resolve_doc",
     "sentence_markdown",
     "serve",
+    "session_ask_handler",
+    "session_batch_handler",
     "unexpected_message",
     "upload_path",
+    "use_article_handler",
+    "use_server_handler",
     "write_downloads",
 ]
 
@@ -149,6 +164,14 @@ Upload a file of questions and get one answer per question, in order:
 The table and the downloads have the same columns as `qa batch`.
 """
 
+OWN_HELP = """\
+Paste an article, or upload one as a **.txt** or **.md** file (UTF-8, up to {cap}), and click
+*Use this article* (an uploaded file is used when there is one). It is indexed in memory for this
+browser tab only: other visitors keep asking the server's articles, nothing is saved on the server,
+and it is dropped when you close the tab or click *Use the server's articles*. The *Ask* and
+*Batch* tabs then answer from it.
+"""
+
 # --- the named API endpoints (gradio_client) --------------------------------------------------
 
 
@@ -196,11 +219,15 @@ def api_batch(
 # --- the page ---------------------------------------------------------------------------------
 
 
-def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blocks:
+def build_app(
+    assistant: Assistant, downloads_dir: Path | None = None, articles: SessionArticles | None = None
+) -> gr.Blocks:
     """The page and its API endpoints over `assistant`; nothing is launched or loaded here.
 
     Batch results to download go to `downloads_dir`, which its owner removes; without one, to a
     folder of the page's own, removed when the page is garbage-collected or Python exits.
+    Visitors' own articles are held in `articles` (a bounded store of the page's own by default).
+    The API endpoints always ask the server's articles.
     """
     doc_ids = sorted(assistant.documents)
     examples = [q for d in doc_ids for q in EXAMPLES.get(d, [])]
@@ -210,6 +237,7 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
     uploaded = UploadedFiles(lambda: app.upload_file_set)
     own_downloads = tempfile.TemporaryDirectory(prefix="qa-serve-") if downloads_dir is None else None
     out_dir: Path = Path(own_downloads.name) if own_downloads is not None else downloads_dir
+    held = articles if articles is not None else SessionArticles()
 
     with gr.Blocks(
         title="article-qa: ask the article",
@@ -217,6 +245,11 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
         delete_cache=(3600, 3600),  # uploads and served copies older than an hour
     ) as app:
         gr.Markdown(INTRO)
+        # The name of this tab's own article while it asks one (None: the server's articles). The
+        # article itself is in `held`, which is bounded; this says what the tab expects, so that a
+        # dropped article is reported rather than silently replaced by the server's.
+        own = gr.State(None)
+        asking = gr.Markdown(asking_markdown(None), elem_id="asking")
         with gr.Accordion("Settings", open=False), gr.Row():
             top_k = gr.Slider(1, MAX_TOP_K, value=1, step=1, label="Answers to show (top-k)", elem_id="top-k")
             min_confidence = gr.Slider(
@@ -285,8 +318,27 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
                     label="Download the results", file_count="multiple", interactive=False, elem_id="downloads"
                 )
 
-        def on_ask(q: str, k: float, d: str, m: float) -> tuple[Any, ...]:
-            view = ask_handler(assistant, q, k, d, m)
+            with gr.Tab("Your article", id="own"):
+                gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP))
+                own_text = gr.Textbox(
+                    label="Paste an article",
+                    placeholder="Paste the article's text here",
+                    lines=8,
+                    max_lines=20,
+                    elem_id="own-text",
+                )
+                own_upload = gr.File(
+                    label=f"…or upload one (.txt or .md, UTF-8, up to {ARTICLE_CAP})",
+                    type="filepath",
+                    elem_id="own-upload",
+                )
+                with gr.Row():
+                    use_button = gr.Button("Use this article", variant="primary", elem_id="use-article")
+                    server_button = gr.Button("Use the server's articles", elem_id="use-server")
+                own_status = gr.Markdown(elem_id="own-status")
+
+        def on_ask(q: str, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+            view = session_ask_handler(assistant, held, request.session_hash, mine, q, k, d, m)
             return (
                 view.status,
                 view.citation,
@@ -301,34 +353,71 @@ def build_app(assistant: Assistant, downloads_dir: Path | None = None) -> gr.Blo
         gr.on(
             triggers=[ask_button.click, question.submit],
             fn=on_ask,
-            inputs=[question, top_k, doc, min_confidence],
+            inputs=[question, top_k, doc, min_confidence, own],
             outputs=[status, citation, article, others_box, others, passages_box, passages],
             api_visibility="private",  # gradio_client uses /ask below, which returns plain JSON
             show_progress="minimal",
             **model_events,
         )
 
-        def on_batch(f: str | None, k: float, d: str, m: float) -> tuple[Any, ...]:
-            view = batch_handler(assistant, f, k, d, out_dir=out_dir, uploaded=uploaded, min_confidence=m)
+        def on_batch(
+            f: str | None, k: float, d: str, m: float, mine: str | None, request: gr.Request
+        ) -> tuple[Any, ...]:
+            view = session_batch_handler(assistant, held, request.session_hash, mine, f, k, d, out_dir, uploaded, m)
             return view.status, view.rows or None, view.files or None
 
         batch_button.click(
             on_batch,
-            inputs=[upload, top_k, doc, min_confidence],
+            inputs=[upload, top_k, doc, min_confidence, own],
             outputs=[batch_status, table, downloads],
             api_visibility="private",
             **model_events,
         )
 
-        def ask(question: str, top_k: int = 1, doc_id: str | None = None, min_confidence: float | None = None) -> dict:
-            """Answer one question: the same JSON object as `qa ask --json`."""
-            return api_ask(assistant, question, top_k, doc_id, min_confidence)
+        def show_articles(view: ArticleView) -> tuple[Any, ...]:
+            return (
+                view.status,
+                view.own,
+                asking_markdown(view.own),
+                gr.update() if view.min_confidence is None else gr.update(value=round(view.min_confidence, 2)),
+                # The article choice is among the server's articles: hidden while the tab asks its own.
+                gr.update(visible=view.own is None and len(doc_ids) > 1),
+            )
 
-        def batch(
-            file: gr.FileData, top_k: int = 1, doc_id: str | None = None, min_confidence: float | None = None
-        ) -> list[dict]:
+        def on_use(text: str | None, f: str | None, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+            return show_articles(
+                use_article_handler(assistant, held, request.session_hash, text, f, mine, uploaded=uploaded)
+            )
+
+        def on_server(request: gr.Request) -> tuple[Any, ...]:
+            return show_articles(use_server_handler(assistant, held, request.session_hash))
+
+        article_outputs = [own_status, own, asking, min_confidence, doc]
+        # Indexing embeds the article with the shared embedder: one model user at a time, as for questions.
+        use_button.click(
+            on_use,
+            inputs=[own_text, own_upload, own],
+            outputs=article_outputs,
+            api_visibility="private",
+            **model_events,
+        )
+        server_button.click(on_server, outputs=article_outputs, api_visibility="private")
+
+        def drop_article(request: gr.Request) -> None:
+            held.drop(request.session_hash)  # the tab was closed or reloaded: its article goes with it
+
+        app.unload(drop_article)
+
+        # The API's signatures stay as they were (Gradio's HTTP routes need every argument, so a
+        # new one would break clients that send three); it answers at the server's minimum
+        # confidence (`qa serve --min-confidence P`).
+        def ask(question: str, top_k: int = 1, doc_id: str | None = None) -> dict:
+            """Answer one question: the same JSON object as `qa ask --json`."""
+            return api_ask(assistant, question, top_k, doc_id)
+
+        def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
             """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
-            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded, min_confidence=min_confidence)
+            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
 
         gr.api(ask, api_name="ask", **model_events)
         gr.api(batch, api_name="batch", **model_events)

@@ -43,3 +43,17 @@ def test_the_python_api_example_runs_verbatim(tmp_path: Path) -> None:
     answered = [line for line in lines if " -> " in line and not line.endswith("-> the article does not say")]
     assert answered, done.stdout  # the batch loop printed at least one answer
     assert lines[-1] != "the article does not say", done.stdout  # so did the shared assistant
+
+
+@pytest.mark.slow
+def test_the_own_article_example_runs_verbatim(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(python_block("Your own article"), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Maria Okafor "), done.stdout
+    assert list(tmp_path.iterdir()) == [script]  # indexed in memory: nothing written where it runs
