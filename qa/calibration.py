@@ -620,7 +620,7 @@ def calibrate_assistant(
     data: dict[str, Any] = {}
     for name, items in gold.items():
         if log:
-            log(f"Asking the {len(items)} questions of {name} over {assistant.seeds}.")
+            log(f"Asking the {len(items)} questions of {name} over the articles in {assistant.seeds}.")
         observations += observe(assistant, items, name, progress)
         data[name] = {"articles": str(assistant.seeds), **_counts(items)}
     if squad is not None:

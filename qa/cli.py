@@ -255,7 +255,8 @@ def format_result(result: Any) -> str:
         if result.passages:
             p = result.passages[0].chunk
             lines.append(f"Closest passage: {p.doc_id}, chunk {p.chunk_id}, characters {p.start}-{p.end}:")
-            lines.append(f"  {p.text[:300]}{'…' if len(p.text) > 300 else ''}")
+            snippet = " ".join(p.text[:300].split())  # one indented line, whatever the article's line breaks
+            lines.append(f"  {snippet}{'…' if len(p.text) > 300 else ''}")
         return "\n".join(lines)
     for n, a in enumerate(result.answers, 1):
         prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
@@ -281,7 +282,7 @@ def format_result(result: Any) -> str:
     type=click.Choice(["jsonl", "csv", "txt"]),
     help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
 )
-@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers per question.")
 @click.option("--doc", "doc_id", default=None, help="Only this article.")
 @article_option
 @assistant_options
@@ -468,7 +469,10 @@ def calibrate_cmd(
     finally:
         if not out.closed:
             out.discard()
-    _err(f"Wrote the calibration to {out.shown}; ask, batch, eval and serve use it from now on.")
+    if out.target == (settings.index_dir / CALIBRATION_FILE).resolve():
+        _err(f"Wrote the calibration to {out.shown}; ask, batch, eval and serve over this index use it from now on.")
+    else:
+        _err(f"Wrote the calibration to {out.shown}; use it with --calibration {out.shown} (or QA_CALIBRATION).")
 
 
 def format_calibration_report(report: Any, current: Any) -> str:
@@ -477,7 +481,7 @@ def format_calibration_report(report: Any, current: Any) -> str:
         f"before ({current.source or 'current'}): {report.before.line()}",
         f"after  ({report.mode} fit, 5-fold cross-validated): {report.after.line()}",
     ]
-    for domain, (before, after) in report.by_domain.items():
+    for domain, (before, after) in report.by_domain.items() if len(report.by_domain) > 1 else ():
         lines.append(f"  {domain}: before {before.line()}")
         lines.append(f"  {' ' * len(domain)}  after  {after.line()}")
     for domain, scores in report.transfer.items():
