@@ -28,16 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from qa.calibrate import observe, squad_gold  # noqa: E402
 from qa.calibration import (  # noqa: E402
     FEATURES,
     Calibration,
     Observation,
     fit,
-    observe,
     recalibrate,
     score,
     score_cross_validated,
-    squad_gold,
 )
 
 VALIDATION = ["Economic_inequality", "Rhine", "Harvard_University", "Kenya"]

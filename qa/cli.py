@@ -440,7 +440,8 @@ def calibrate_cmd(
 
     Example: qa calibrate my-questions.jsonl
     """
-    from qa.calibration import CALIBRATION_FILE, calibrate_assistant, check_gold_counts
+    from qa.calibrate import calibrate_assistant
+    from qa.calibration import CALIBRATION_FILE, check_gold_counts
     from qa.evaluate import load_gold
     from qa.files import OutputFile
 

@@ -639,7 +639,7 @@ def calibrate_saved_reader(
 def calibrate_in_deployed_mode(out_dir: str | Path, val: Sequence[SquadExample], progress: bool) -> None:
     """The saved reader's calibration.json, fitted on its validation questions asked through the
     assistant (see `qa.calibration`); a run too small to fit one says so and keeps going."""
-    from qa.calibration import calibrate_trained_reader
+    from qa.calibrate import calibrate_trained_reader
     from qa.errors import QAError
 
     try:

@@ -14,11 +14,11 @@ from fakes import FakeEmbedder, FakeReader
 from test_bad_input import one_line_error, qa
 
 from qa.assistant import Assistant
+from qa.calibrate import calibrate_assistant
 from qa.calibration import (
     CALIBRATION_FILE,
     Calibration,
     Observation,
-    calibrate_assistant,
     coverage_at,
     expected_calibration_error,
     fit,

@@ -1,0 +1,153 @@
+"""Calibrating in the deployed mode: ask held-out questions through the whole assistant, then fit.
+
+`qa.calibration` holds what a calibration is and how one is fitted and scored (no model, no
+assistant); this module runs the assistant to observe how it behaves on gold questions (the
+user's own articles, SQuAD articles written out as plain-text files and indexed in a private
+temporary folder) and hands the observations to it. `qa calibrate` and `qa train-reader` call here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qa.calibration import (
+    CALIBRATION_FILE,
+    RIGHT,
+    Calibration,
+    Observation,
+    Report,
+    calibrate,
+    provenance,
+    reader_fingerprint,
+)
+from qa.errors import InputError, ModelError
+from qa.metrics import score_one
+
+
+def observe(assistant: Any, gold: Sequence[Any], domain: str, progress: bool = False) -> list[Observation]:
+    """Ask every gold question through the assistant (retrieval, reading, decoding as users run it)."""
+    results = assistant.ask_many([g.question for g in gold], top_k=1, progress=progress)
+    out = []
+    for g, r in zip(gold, results, strict=True):
+        best = r.answer or r.closest
+        f1 = score_one(g.answers, best.text)[1] if best is not None and g.answerable else 0.0
+        out.append(Observation(domain, g.question, g.answerable, r.features if best is not None else None, f1))
+    return out
+
+
+def squad_gold(path: str | Path, titles: Sequence[str] | None, folder: Path) -> list[Any]:
+    """SQuAD articles written to `folder` as plain-text articles, and their questions as gold items."""
+    from qa.squad import load_squad
+
+    return squad_examples_gold(load_squad(path, titles), folder)
+
+
+def squad_examples_gold(examples: Sequence[Any], folder: Path) -> list[Any]:
+    from qa.assistant import check_question
+    from qa.evaluate import GoldItem
+    from qa.squad import write_articles
+
+    items = []
+    for n, (qid, question, answers) in enumerate(write_articles(examples, folder), 1):
+        try:
+            items.append(GoldItem(qid, check_question(question), answers, n))
+        except InputError:
+            continue  # a question the assistant would refuse (empty, over-long) is not asked
+    return items
+
+
+def calibrate_assistant(
+    assistant: Any,
+    gold: dict[str, Sequence[Any]],
+    squad: tuple[str, Sequence[str] | None] | None = None,
+    mode: str = "auto",
+    progress: bool = True,
+    command: str = "",
+    log: Any = None,
+) -> Report:
+    """Observe the assistant on each gold set (its own articles) and, with `squad`, on SQuAD
+    articles indexed in a private temporary folder, then fit and measure (see `calibrate`)."""
+    import tempfile
+
+    from qa.assistant import Assistant
+
+    try:
+        current = assistant.calibration
+    except ModelError as exc:  # a damaged calibration is what a new run replaces; compare with the reader's own
+        if log:
+            log(f"Note: {exc}; comparing with the reader's own calibration instead.")
+        current = Calibration.from_reader_settings(assistant.reader.settings)
+        assistant.__dict__["calibration"] = current
+    observations: list[Observation] = []
+    data: dict[str, Any] = {}
+    for name, items in gold.items():
+        if log:
+            log(f"Asking the {len(items)} questions of {name} over the articles in {assistant.seeds}.")
+        observations += observe(assistant, items, name, progress)
+        data[name] = {"articles": str(assistant.seeds), **_counts(items)}
+    if squad is not None:
+        path, titles = squad
+        with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
+            items = squad_gold(path, titles, Path(tmp) / "articles")
+            name = f"squad:{Path(path).name}"
+            if log:
+                log(f"Asking the {len(items)} questions of {name} over its {len(titles or [])} article(s).")
+            other = Assistant(
+                settings=assistant.settings.with_(seeds=Path(tmp) / "articles", index_dir=Path(tmp) / "index"),
+                reader=assistant.reader,
+                embedder=assistant.embedder,
+                log=lambda msg: None,
+            )
+            other.__dict__["calibration"] = current  # the same rule decides there; features do not depend on it
+            observations += observe(other, items, name, progress)
+            data[name] = {"file": str(path), "articles": list(titles or []), **_counts(items)}
+    info = provenance(
+        right=RIGHT,
+        mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
+        data=data,
+        command=command,
+    )
+    reader = {"name": assistant.reader.model_name, "fingerprint": reader_fingerprint(assistant.reader.model_name)}
+    return calibrate(current, observations, mode, info, reader)
+
+
+def _counts(items: Sequence[Any]) -> dict[str, int]:
+    answerable = sum(g.answerable for g in items)
+    return {"questions": len(items), "answerable": answerable, "unanswerable": len(items) - answerable}
+
+
+def calibrate_trained_reader(reader_dir: str | Path, examples: Sequence[Any], progress: bool = True) -> Report:
+    """What `qa train-reader` does at the end: the saved reader's calibration, fitted on its
+    validation questions asked through the assistant over their articles (written to a private
+    temporary folder and indexed there), saved as calibration.json beside the weights."""
+    import tempfile
+
+    from qa.assistant import Assistant
+    from qa.files import OutputFile
+    from qa.reader import ReaderSettings
+
+    reader_dir = Path(reader_dir)
+    out = OutputFile(reader_dir / CALIBRATION_FILE, "--output-dir")
+    try:
+        own = Calibration.from_reader_settings(ReaderSettings.load(reader_dir))
+        with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
+            items = squad_examples_gold(examples, Path(tmp) / "articles")
+            assistant = Assistant(Path(tmp) / "articles", Path(tmp) / "index", reader_model=str(reader_dir))
+            assistant.__dict__["calibration"] = own  # not a calibration.json left by an earlier run
+            observations = observe(assistant, items, "validation", progress)
+            titles = sorted({ex.title for ex in examples})
+            info = provenance(
+                right=RIGHT,
+                mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
+                data={"validation": {"articles": titles, **_counts(items)}},
+                command="qa train-reader (at the end)",
+            )
+            reader = {"name": str(reader_dir), "fingerprint": reader_fingerprint(str(reader_dir))}
+        report = calibrate(own, observations, "full", info, reader)
+        report.calibration.save(out)
+        return report
+    finally:
+        if not out.closed:
+            out.discard()
