@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `qa` runs (see benchmarks/load.py)
 
+from load import cpu_name  # noqa: E402  (benchmarks/load.py, beside this script)
+
 
 def matmul_peak(dtype: object, n: int = 1024, repeats: int = 20) -> float:
     """GFLOP/s of a square matmul on this machine (the best of `repeats`)."""
@@ -43,16 +45,6 @@ def reader_flops(config: object, tokens: int, seq_lengths: list[int]) -> float:
     dense = tokens * layers * (4 * h * h + 2 * h * ff)
     attention = sum(layers * 2 * s * s * h for s in seq_lengths)
     return 2.0 * (dense + attention + tokens * h * 2)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 class Timer:
