@@ -544,17 +544,20 @@ def squad_predict_cmd(
     from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
 
     examples = load_squad(input_path, titles=split_titles(articles))
-    # Refuse a bad --out (the input itself, read-only, no such folder) before the reader loads;
-    # write_predictions opens it again at the end, when there is something to write.
-    OutputFile(out_path, inputs=[input_path]).discard()
-    settings = resolve_settings({"reader_model": reader_model})
-    reader = Reader(settings.reader_model, dtype=settings.reader_dtype)
-    reader.warm_up()
-    started = time.perf_counter()
-    spans = predict_spans(reader, examples)
-    seconds = time.perf_counter() - started
-    t = reader.settings.null_threshold if threshold is None else threshold
-    write_predictions(out_path, apply_threshold(spans, t))
+    # A bad --out (the input itself, read-only, no such folder) is refused before the reader loads.
+    out = OutputFile(out_path, inputs=[input_path])
+    try:
+        settings = resolve_settings({"reader_model": reader_model})
+        reader = Reader(settings.reader_model, dtype=settings.reader_dtype)
+        reader.warm_up()
+        started = time.perf_counter()
+        spans = predict_spans(reader, examples)
+        seconds = time.perf_counter() - started
+        t = reader.settings.null_threshold if threshold is None else threshold
+        write_predictions(out, apply_threshold(spans, t))
+    finally:
+        if not out.closed:
+            out.discard()
     _err(
         f"Wrote {len(examples)} predictions to {out_path} (null threshold {t:.3f}; "
         f"{len(examples) / max(seconds, 1e-9):.1f} questions/s)."
@@ -679,16 +682,11 @@ def train_reader_cmd(**opts: Any) -> None:
         raise click.BadParameter(
             f"must be less than half of --max-length ({cfg.max_length}), got {cfg.stride}", param_hint="--stride"
         )
-    import signal
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # a polite kill saves a checkpoint too
-
-    signal.signal(signal.SIGTERM, stop)
     try:
-        best = train_reader(cfg, resume=resume)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        with sigterm_as_interrupt():  # a polite kill saves a checkpoint too
+            best = train_reader(cfg, resume=resume)
+    except KeyboardInterrupt as exc:
+        raise SystemExit(interrupted_status(exc)) from None
     m = best["metrics"]
     click.echo(
         f"best at step {best['step']} (epoch {best['epoch']}): EM {m['exact']:.2f} F1 {m['f1']:.2f}; "

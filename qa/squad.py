@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.errors import InputError
-from qa.files import atomic_write_text
+from qa.files import OutputFile, atomic_write_text
 from qa.metrics import score_one
 
 if TYPE_CHECKING:
@@ -168,8 +168,18 @@ def fit_calibration(examples: Sequence[SquadExample], preds: Sequence[SquadPredi
     return float(w[0]), float(w[1])
 
 
-def write_predictions(path: str | Path, preds: dict[str, str]) -> None:
-    atomic_write_text(path, json.dumps(preds, ensure_ascii=False, indent=1) + "\n", "--out")
+def write_predictions(out: str | Path | OutputFile, preds: dict[str, str]) -> None:
+    """Write atomically; pass an `OutputFile` opened before the work to have a bad path fail first."""
+    text = json.dumps(preds, ensure_ascii=False, indent=1) + "\n"
+    if not isinstance(out, OutputFile):
+        atomic_write_text(out, text, "--out")
+        return
+    try:
+        out.stream.write(text)
+    except OSError as exc:
+        out.discard()
+        raise InputError(f"cannot write {out.shown} ({exc.strerror}); choose another path for --out") from exc
+    out.commit()
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
