@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from qa.errors import InputError, ModelError
 
 if TYPE_CHECKING:
+    from qa.files import OutputFile
     from qa.reader import ReaderSettings, Span
     from qa.types import Passage
 
@@ -144,10 +145,9 @@ class Calibration:
         raw.pop("source")
         return {"format_version": FORMAT_VERSION, "right": RIGHT, **raw}
 
-    def save(self, out: Any) -> None:
-        """Write to an `qa.files.OutputFile` (checked before the work) and commit it."""
-        out.stream.write(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
-        out.commit()
+    def save(self, out: OutputFile) -> None:
+        """Write to an output checked before the work (`qa.files.OutputFile`) and commit it."""
+        out.write_all(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:

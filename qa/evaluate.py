@@ -338,18 +338,8 @@ def write_report(
     Pass an `OutputFile` opened before the work to have a bad path (or the gold file itself, named
     in `inputs`) fail before any question is asked.
     """
-    if not isinstance(out, OutputFile):
-        out = OutputFile(out, "--report", inputs=inputs)
-    try:
-        for row in rows:
-            out.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        out.discard()
-        raise InputError(f"cannot write the report {out.path} ({exc.strerror}); choose another --report path") from exc
-    except BaseException:
-        out.discard()  # interrupted: the old report stays whole, and no temporary file is left
-        raise
-    out.commit()
+    out = out if isinstance(out, OutputFile) else OutputFile(out, "--report", inputs=inputs)
+    out.write_all("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 # --- the table --------------------------------------------------------------------------------

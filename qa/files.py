@@ -172,6 +172,20 @@ class OutputFile:
             ) from exc
         self.closed = True
 
+    def write_all(self, text: str) -> None:
+        """Write `text` and commit; on any failure (a full disk, Ctrl+C) the target keeps what it held."""
+        try:
+            self.stream.write(text)
+        except OSError as exc:
+            self.discard()
+            raise self.error(
+                f"cannot write {self.shown} ({exc.strerror}); free some space or choose another path for {self.flag}"
+            ) from exc
+        except BaseException:
+            self.discard()
+            raise
+        self.commit()
+
     def discard(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.stream.close()
@@ -228,13 +242,4 @@ def atomic_write_text(
     inputs: Iterable[str | Path] = (),
 ) -> None:
     """Write a whole file at once: the target holds either its old or its new content."""
-    out = OutputFile(path, flag, error, inputs)
-    try:
-        out.stream.write(text)
-    except OSError as exc:
-        out.discard()
-        raise error(f"cannot write {path} ({exc.strerror}); free some space or choose another path for {flag}") from exc
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
+    OutputFile(path, flag, error, inputs).write_all(text)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.errors import InputError
-from qa.files import OutputFile, atomic_write_text
+from qa.files import OutputFile
 from qa.metrics import score_one
 
 if TYPE_CHECKING:
@@ -170,16 +170,8 @@ def fit_calibration(examples: Sequence[SquadExample], preds: Sequence[SquadPredi
 
 def write_predictions(out: str | Path | OutputFile, preds: dict[str, str]) -> None:
     """Write atomically; pass an `OutputFile` opened before the work to have a bad path fail first."""
-    text = json.dumps(preds, ensure_ascii=False, indent=1) + "\n"
-    if not isinstance(out, OutputFile):
-        atomic_write_text(out, text, "--out")
-        return
-    try:
-        out.stream.write(text)
-    except OSError as exc:
-        out.discard()
-        raise InputError(f"cannot write {out.shown} ({exc.strerror}); choose another path for --out") from exc
-    out.commit()
+    out = out if isinstance(out, OutputFile) else OutputFile(out, "--out")
+    out.write_all(json.dumps(preds, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
