@@ -15,7 +15,6 @@ import copy
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -145,14 +144,15 @@ class Assistant:
             if not held or len(held) != len(documents):
                 raise InputError("give at least one article, each with its own name")
             self.__dict__["documents"] = held  # what the `documents` property would load from a folder
-        self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model)
-        self.reader: ReaderLike = reader if reader is not None else Reader(s.reader_model, dtype=s.reader_dtype)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        run = {"backend": s.backend, "cache": s.cache_dir, "log": self.log}  # how the models run, both alike
+        self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model, **run)
+        self.reader: ReaderLike = reader if reader is not None else Reader(s.reader_model, dtype=s.reader_dtype, **run)
         self.retrieval = s.retrieval
         self.passages = s.passages
         self.chunk_size = s.chunk_size
         self.chunk_overlap = s.chunk_overlap
         self.auto_index = auto_index
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self._index: Index | None = None
         self._given_retriever = retriever
         self._retriever: RetrieverLike | None = retriever
@@ -321,14 +321,18 @@ class Assistant:
         return self._retriever
 
     def with_retrieval(self, method: str) -> Assistant:
-        """The same articles, index and loaded models, retrieving another way (for comparisons)."""
+        """The same articles, index and loaded models, retrieving another way (for comparisons).
+
+        A retriever handed in is kept, as `build_index` and `refresh` keep it: it decides how to retrieve.
+        """
         check_retrieval(method)
         if method == self.retrieval:
             return self
         other = copy.copy(self)
         other.settings = self.settings.with_(retrieval=method)
         other.retrieval = method
-        other._retriever = Retriever(self._index, self.embedder, method) if self._index is not None else None
+        built = Retriever(self._index, self.embedder, method) if self._index is not None else None
+        other._retriever = built if self._given_retriever is None else self._given_retriever
         return other
 
     def warm_up(self) -> Assistant:
@@ -412,17 +416,7 @@ class Assistant:
         self.refresh()
         self.warm_up()  # so that `seconds` measures answering, not the first-use loading
         started = time.perf_counter()
-        # With doc_id: rank every chunk, then keep the article's own.
-        everything = len(self.index.chunks) if self._given_retriever is None else 10_000
-        depth = self.passages if doc_id is None else everything
-        found = self.retriever.retrieve(questions, depth)
-        if doc_id is not None:
-            found = [
-                [replace(p, rank=r) for r, p in enumerate((p for p in row if p.chunk.doc_id == doc_id), 1)][
-                    : self.passages
-                ]
-                for row in found
-            ]
+        found = self.retriever.retrieve(questions, self.passages, doc_id=doc_id)
         pairs = [(qi, p) for qi, row in enumerate(found) for p in row]
         spans = self.reader.read([questions[qi] for qi, _ in pairs], [p.chunk.text for _, p in pairs], n_best=5)
         candidates: list[list[tuple[Span, Passage]]] = [[] for _ in questions]

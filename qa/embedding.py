@@ -2,27 +2,62 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.models import EMBED_MODEL_ENV, embed_model_name, model_load_error, quiet_hf, resolve_embed_model
+from qa.errors import ModelError
+from qa.models import (
+    EMBED_MODEL_ENV,
+    check_backend,
+    choose_backend,
+    embed_model_name,
+    model_load_error,
+    quiet_hf,
+    resolve_embed_model,
+)
+from qa.onnx_models import pad
 
 if TYPE_CHECKING:
     import numpy as np
 
 
 class Embedder:
-    """Loads the model on first use (not at construction), once per process."""
+    """Loads the model on first use (not at construction), once per process.
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 32, device: str | None = None) -> None:
+    A plain Transformer -> mean Pooling (-> Normalize) model (all-MiniLM-L6-v2 is one) runs on
+    ONNX Runtime or torch (`backend`, chosen as the reader's is); anything else goes through
+    sentence-transformers itself. All ways give the same vectors (cosine > 0.9999; tested).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        batch_size: int = 32,
+        device: str | None = None,
+        backend: str = "auto",
+        cache: Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = embed_model_name(model)  # recorded in the index manifest
         self.path = resolve_embed_model(model)
         self.batch_size = batch_size
         self._device = device
-        self._model: Any = None
-        self._plain: tuple[Any, Any] | None = None
+        self._wanted_backend = check_backend(backend)
+        self._cache = cache
+        self._log = log
+        self._model: Any = None  # sentence-transformers, for stacks that are not plain mean pooling
+        self._plain: tuple[Any, Any] | None = None  # (tokenizer, torch model or ONNX Runtime session)
+        self.backend = ""
 
     def warm_up(self) -> None:
+        """Load what `encode` uses (for a plain stack, the same as `encode_queries`)."""
+        if self._plain_stack is not None:
+            self.warm_up_queries()
+            return
         if self._model is not None:
             return
         from sentence_transformers import SentenceTransformer
@@ -32,68 +67,139 @@ class Embedder:
             self._model = SentenceTransformer(self.path, device=self._device or "cpu")
         except Exception as exc:  # sentence-transformers raises many types for missing/corrupt models
             raise model_load_error("embedding model", self.name, exc, "--embed-model", EMBED_MODEL_ENV) from exc
-
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        return int(get_dim())
+        self.backend = "sentence-transformers"
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        """Question vectors, identical to `encode` (tested), without importing sentence-transformers
-        when the model is a plain Transformer -> mean Pooling (-> Normalize) stack.
-
-        Importing sentence-transformers costs ~2.6 s (it pulls in scikit-learn, SciPy, pandas),
-        more than half of a cold `qa ask`; the query path needs only the encoder and a mean.
-        """
-        if self._model is None and (plain := self._plain_stack) is not None:
-            return self._mean_pooled(texts, plain)
+        """Question vectors; the same as `encode` (tested)."""
         return self.encode(texts)
+
+    def warm_up_queries(self) -> None:
+        """Load what `encode_queries` uses, once (cheap when already loaded: called per question)."""
+        if self._plain_stack is None:
+            self.warm_up()
+        elif self._plain is None:
+            backend = choose_backend(self._wanted_backend, "auto", self._device, Path(self.path).is_dir())
+            self._plain = self._load_onnx() if backend == "onnx" else None
+            if self._plain is None:  # torch chosen, or the export failed under auto
+                model, tokenizer = self._load_torch()
+                self._plain, backend = (tokenizer, model), "torch"
+            self.backend = backend
 
     @cached_property
     def _plain_stack(self) -> int | None:
         # Read once: the model folder's four JSON files were read again on every question.
         return _plain_mean_pooling(self.path)
 
-    def warm_up_queries(self) -> None:
-        """Load what `encode_queries` uses, once (cheap when already loaded: called per question)."""
-        if self._model is None and self._plain is None:
-            self.encode_queries(["warm up"])
-
-    def _mean_pooled(self, texts: list[str], max_seq_length: int) -> np.ndarray:
-        import numpy as np
+    def _load_torch(self) -> tuple[Any, Any]:
+        """The encoder and its tokenizer, from transformers."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if self._plain is None:
-            quiet_hf()
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(self.path)
-                model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
-            except Exception as exc:  # transformers raises many types for a missing/corrupt model
-                raise model_load_error("embedding model", self.name, exc, "--embed-model", EMBED_MODEL_ENV) from exc
-            self._plain = (tokenizer, model)
-        tokenizer, model = self._plain
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return np.ascontiguousarray(pooled.numpy(), dtype=np.float32)
+        quiet_hf()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
+        except Exception as exc:  # transformers raises many types for a missing/corrupt model
+            raise model_load_error("embedding model", self.name, exc, "--embed-model", EMBED_MODEL_ENV) from exc
+        return model.to(self._device or "cpu"), tokenizer
+
+    def _load_onnx(self) -> tuple[Any, Any] | None:
+        from qa import onnx_models
+
+        cache = self._cache or onnx_models.cache_root()
+        try:
+            exported = onnx_models.cached_export(self.path, "encoder", cache, self._load_torch, self._log)
+        except onnx_models.ExportError as exc:
+            if self._wanted_backend == "onnx":
+                raise ModelError(f"{exc}; use --backend torch") from exc
+            if self._log is not None:
+                self._log(f"{exc}; embedding with torch instead")
+            return None
+        tokenizer = onnx_models.load_tokenizer(exported)
+        assert self._plain_stack is not None
+        tokenizer.enable_truncation(self._plain_stack)  # longest_first, as sentence-transformers asks for
+        tokenizer.no_padding()
+        return tokenizer, (onnx_models.session(exported.graph), exported.inputs, exported.pad_id)
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text, in the order given."""
         import numpy as np
 
-        self.warm_up()
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._plain_stack is None:
+            self.warm_up()
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        self.warm_up_queries()
+        return self._mean_pooled(texts, progress)
+
+    def _mean_pooled(self, texts: list[str], progress: bool) -> np.ndarray:
+        """Mean of the token vectors over the attention mask, normalised: what the stack computes.
+
+        Texts are stripped as sentence-transformers strips them, and run in batches of similar
+        token length (longest first, as sentence-transformers orders them), so padding costs little.
+        """
+        import numpy as np
+        from tqdm import tqdm
+
+        assert self._plain is not None
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        if not texts:
+            return out
+        rows = self._token_rows([t.strip() for t in texts])
+        order = sorted(range(len(texts)), key=lambda i: -len(rows[i][0]))
+        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        parts: dict[int, np.ndarray] = {}
+        for idx in tqdm(chunks, desc="embedding", unit="batch", disable=not progress, file=sys.stderr):
+            for i, vector in zip(idx, self._pooled_batch([rows[i] for i in idx]), strict=True):
+                parts[i] = vector
+        return np.ascontiguousarray(np.stack([parts[i] for i in range(len(texts))]), dtype=np.float32)
+
+    def _token_rows(self, texts: list[str]) -> list[tuple[list[int], list[int], list[int]]]:
+        """(ids, type ids, attention mask) per text, unpadded."""
+        tokenizer, _ = self._plain  # type: ignore[misc]
+        if self.backend == "onnx":
+            return [(e.ids, e.type_ids, e.attention_mask) for e in tokenizer.encode_batch(texts)]
+        assert self._plain_stack is not None
+        enc = tokenizer(texts, truncation=True, max_length=self._plain_stack)
+        types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
+        return list(zip(enc["input_ids"], types, enc["attention_mask"], strict=True))
+
+    def _pooled_batch(self, rows: list[tuple[list[int], list[int], list[int]]]) -> np.ndarray:
+        import numpy as np
+
+        tokenizer, model = self._plain  # type: ignore[misc]
+        if self.backend == "onnx":
+            session, inputs, pad_id = model
+        else:
+            inputs, pad_id = ("input_ids", "attention_mask", "token_type_ids"), tokenizer.pad_token_id or 0
+        batch = {
+            "input_ids": pad([r[0] for r in rows], pad_id),
+            "token_type_ids": pad([r[1] for r in rows], 0),
+            "attention_mask": pad([r[2] for r in rows], 0),
+        }
+        if self.backend == "onnx":
+            (hidden,) = session.run(None, {n: batch[n] for n in inputs})
+        else:
+            hidden = self._torch_hidden(model, batch)
+        mask = batch["attention_mask"][:, :, None].astype(np.float32)
+        pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def _torch_hidden(self, model: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+        import inspect
+
+        import torch
+
+        accepted = inspect.signature(model.forward).parameters
+        wanted = {k: torch.from_numpy(v).to(self._device or "cpu") for k, v in batch.items() if k in accepted}
+        with torch.inference_mode():
+            return model(**wanted).last_hidden_state.float().cpu().numpy()
 
 
 def _plain_mean_pooling(path: str) -> int | None:

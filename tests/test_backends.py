@@ -1,0 +1,137 @@
+"""The two ways the models run: ONNX Runtime (exported once, cached) and torch, which must agree.
+
+The export cache is the test session's own folder (conftest sets QA_CACHE_DIR).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qa import models, onnx_models
+from qa.errors import ModelError
+from qa.models import choose_backend
+from qa.reader import Reader, tokenize_windows, window_encodings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_windows_from_tokenizers_equal_transformers_windows(tiny_reader: Path) -> None:
+    """Reading tokenizes with `tokenizers` directly, training with transformers: the windows must be the same."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    fast = AutoTokenizer.from_pretrained(tiny_reader, use_fast=True)
+    raw = Tokenizer.from_str(fast.backend_tokenizer.to_str())
+    words = " ".join(f"word{i}," for i in range(150))
+    questions = ["  Who said “crazy”?", "What’s ATACMS?", "x", "Why?" * 3]
+    contexts = [words, "Ukraine’s long-range strikes — café, naïve.", "short", f"{words}\n\n{words}"]
+    for max_length, stride in ((64, 16), (384, 128)):
+        want = tokenize_windows(fast, questions, contexts, max_length, stride)
+        got = window_encodings(raw, questions, contexts, max_length, stride)
+        assert got.pairs == list(want["overflow_to_sample_mapping"])
+        for w, enc in enumerate(got.encodings):
+            assert enc.ids == want["input_ids"][w]
+            assert enc.type_ids == want["token_type_ids"][w]
+            assert [tuple(o) for o in enc.offsets] == [tuple(o) for o in want["offset_mapping"][w]]
+            assert enc.sequence_ids == want.sequence_ids(w)
+
+
+@pytest.mark.slow
+def test_the_shipped_reader_reads_the_same_on_both_backends(article_text: str) -> None:
+    onnx, torch_ = Reader(backend="onnx"), Reader(backend="torch")
+    questions = ["Who devised the process?", "Who said the situation was crazy?", "Which missiles?"] * 3
+    contexts = [article_text[i * 700 : i * 700 + 1400] for i in range(len(questions))]
+    a, b = onnx.read(questions, contexts), torch_.read(questions, contexts)
+    assert (onnx.backend, torch_.backend) == ("onnx", "torch")
+    for x, y in zip(a, b, strict=True):
+        assert [(s.start, s.end) for s in x] == [(s.start, s.end) for s in y]
+        assert all(abs(s.gap - t.gap) < 1e-3 and abs(s.null - t.null) < 1e-3 for s, t in zip(x, y, strict=True))
+
+
+def test_an_export_is_reused_and_made_again_when_the_model_changes(tiny_reader: Path, tmp_path: Path) -> None:
+    model = tmp_path / "reader"
+    model.mkdir()
+    for p in tiny_reader.iterdir():
+        (model / p.name).write_bytes(p.read_bytes())
+    loads: list[str] = []
+    first = Reader(str(model), backend="onnx", cache=tmp_path / "cache")
+    real_load = first._load_torch
+    first._load_torch = lambda: loads.append("load") or real_load()  # type: ignore[method-assign]
+    first.warm_up()
+    assert loads == ["load"] and first.backend == "onnx"
+    (again := Reader(str(model), backend="onnx", cache=tmp_path / "cache"))._load_torch = _never  # type: ignore[method-assign]
+    again.warm_up()  # from the cache: the model is not loaded through torch
+    assert again.read(["Which word?"], ["one two three"]) == first.read(["Which word?"], ["one two three"])
+    settings = json.loads((model / "qa_reader.json").read_text())
+    (model / "qa_reader.json").write_text(json.dumps({**settings, "stride": 8}))  # a changed model folder
+    changed = Reader(str(model), backend="onnx", cache=tmp_path / "cache")
+    changed._load_torch = lambda: loads.append("again") or real_load()  # type: ignore[method-assign]
+    changed.warm_up()
+    assert loads == ["load", "again"]
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+
+
+def _never() -> None:
+    raise AssertionError("the cached export must be used")
+
+
+def test_a_damaged_export_is_one_clear_error_naming_the_fix(tiny_reader: Path, tmp_path: Path) -> None:
+    Reader(str(tiny_reader), backend="onnx", cache=tmp_path).warm_up()
+    (graph,) = (tmp_path / "onnx").glob("reader-*/model.onnx")
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(
+        ModelError, match=rf"ONNX Runtime cannot load {graph}.*delete {graph.parent} to export it again"
+    ):
+        Reader(str(tiny_reader), backend="onnx", cache=tmp_path).warm_up()
+
+
+def test_an_unwritable_cache_is_one_clear_error(tiny_reader: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(ModelError, match=r"cannot write the ONNX cache folder .* set QA_CACHE_DIR"):
+        Reader(str(tiny_reader), backend="onnx", cache=blocked).warm_up()
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "cpu_flags_have_bf16", lambda: False)
+    assert choose_backend("auto") == "onnx"
+    assert choose_backend("torch") == "torch"
+    assert choose_backend("auto", dtype="bfloat16") == "torch"
+    assert choose_backend("auto", device="cuda") == "torch"
+    assert choose_backend("auto", local=False) == "torch"  # a hub id: nothing on disk to key the export by
+    monkeypatch.setattr(models, "cpu_flags_have_bf16", lambda: True)
+    assert choose_backend("auto") == "torch"  # native bf16: torch's bfloat16 reads faster
+    assert choose_backend("auto", dtype="float32") == "onnx"
+    with pytest.raises(ModelError, match="runs float32 on the CPU"):
+        choose_backend("onnx", dtype="bfloat16")
+    monkeypatch.setattr(onnx_models, "onnxruntime_installed", lambda: False)
+    assert choose_backend("auto", dtype="float32") == "torch"
+    with pytest.raises(ModelError, match="pip install onnxruntime"):
+        choose_backend("onnx")
+    with pytest.raises(ModelError, match="backend must be one of auto, onnx, torch"):
+        choose_backend("tensorrt")
+
+
+@pytest.mark.slow
+def test_a_question_on_onnx_runtime_never_imports_torch(assistant, tmp_path: Path) -> None:
+    """The cold start: torch and transformers are most of it, and ONNX Runtime needs neither."""
+    script = (
+        "import sys\n"
+        "from qa.assistant import Assistant\n"
+        "from qa.settings import Settings\n"
+        f"s = Settings(seeds={str(assistant.seeds)!r}, index_dir={str(assistant.index_dir)!r}, backend='onnx')\n"
+        "r = Assistant(settings=s, log=lambda m: None).ask('Who devised the process?')\n"
+        "print(r.answers[0].text if r.answers else '', [m for m in ('torch', 'transformers') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=os.environ, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    expected = assistant.ask("Who devised the process?").answers[0].text
+    assert done.stdout.strip() == f"{expected} []"
