@@ -2,7 +2,7 @@
 
 Why: on a CPU without native bfloat16, ONNX Runtime reads ~1.1x faster than torch, and a
 question answered through it never imports torch or transformers, which cost more than half
-of a cold `qa ask` (`benchmarks/stages.py` and `benchmarks/cold.py` measure both). The export
+of a cold `qa ask` (`benchmarks/bench.py` measures both, side by side). The export
 runs through torch once per model, at first use; what it writes (the graph, and the exact
 tokenizer transformers would use, as tokenizer.json) lives in the cache folder under a key made
 from the model's files, so a retrained or replaced model is exported again, never read stale.
