@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 __all__ = ["Answer", "Assistant", "Chunk", "Document", "Passage", "QAError", "Result", "__version__"]
 
 if TYPE_CHECKING:
@@ -17,8 +15,14 @@ if TYPE_CHECKING:
     from qa.errors import QAError
     from qa.types import Answer, Chunk, Document, Passage, Result
 
+    __version__: str
+
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from the installed package's metadata (pyproject.toml), read on first use
+        from qa.version import package_version
+
+        return package_version()
     if name == "Assistant":
         from qa.assistant import Assistant
 

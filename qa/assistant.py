@@ -145,9 +145,8 @@ class Assistant:
                 raise InputError("give at least one article, each with its own name")
             self.__dict__["documents"] = held  # what the `documents` property would load from a folder
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        run = {"backend": s.backend, "cache": s.cache_dir, "log": self.log}  # how the models run, both alike
-        self.embedder: EmbedderLike = embedder if embedder is not None else Embedder(s.embed_model, **run)
-        self.reader: ReaderLike = reader if reader is not None else Reader(s.reader_model, dtype=s.reader_dtype, **run)
+        self.embedder: EmbedderLike = embedder if embedder is not None else Embedder.from_settings(s, self.log)
+        self.reader: ReaderLike = reader if reader is not None else Reader.from_settings(s, self.log)
         self.retrieval = s.retrieval
         self.passages = s.passages
         self.chunk_size = s.chunk_size

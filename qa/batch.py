@@ -1,7 +1,8 @@
 """Batch files: questions in (.jsonl, .csv, .txt or stdin), cited answers out (.jsonl or .csv).
 
 A bad record does not stop the batch: it is kept in its place with an `error` field, so
-output record N always answers input record N.
+output record N always answers input record N. `run_batch` is `qa batch`'s whole run: the
+records written as they are answered, counted, and kept on Ctrl+C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from qa.errors import InputError
-from qa.files import printable, read_input, read_stdin, split_lines
+from qa.files import OutputFile, printable, read_input, read_stdin, split_lines
+from qa.interrupts import interrupted_status, sigterm_as_interrupt
 from qa.types import RECORD_FIELDS, Result
 
 FORMATS = ("jsonl", "csv", "txt")
@@ -146,16 +149,9 @@ def iter_records(
     next(results, None)
 
 
-def answer_items(
-    assistant: Any,
-    items: list[BatchItem],
-    top_k: int = 1,
-    progress: bool = False,
-    doc_id: str | None = None,
-    min_confidence: float | None = None,
-) -> list[dict[str, Any]]:
-    """Every record of `iter_records` in a list."""
-    return list(iter_records(assistant, items, top_k, progress, doc_id, min_confidence))
+def answer_items(assistant: Any, items: list[BatchItem], **options: Any) -> list[dict[str, Any]]:
+    """Every record of `iter_records` (same options) in a list."""
+    return list(iter_records(assistant, items, **options))
 
 
 class RecordWriter:
@@ -184,3 +180,99 @@ def write_records(records: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> 
     for r in records:
         writer.write(r)
     return writer.count
+
+
+def output_format(out_path: str | None, explicit: str | None = None) -> str:
+    """`--format`, else from `--out`'s suffix: csv for .csv, else jsonl."""
+    if explicit is not None:
+        return explicit
+    return "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
+
+
+@dataclass
+class BatchRun:
+    """What a batch run did: how many records it wrote where, of what kind, and how it ended."""
+
+    total: int  # records asked for (the input's)
+    where: str
+    written: int = 0
+    answered: int = 0
+    abstained: int = 0
+    errors: int = 0
+    interrupted: KeyboardInterrupt | None = None  # Ctrl+C, or SIGTERM (`qa.interrupts.Terminated`)
+
+    def count(self, record: dict[str, Any]) -> None:
+        if record["error"]:
+            self.errors += 1
+        elif record["answer"] is not None:
+            self.answered += 1
+        else:
+            self.abstained += 1
+
+    @property
+    def exit_status(self) -> int:
+        """130/143 when stopped by Ctrl+C/SIGTERM; 1 when a record had an error, so a script or CI
+        job notices it without parsing the output (every record is still written, in order); else 0."""
+        if self.interrupted is not None:
+            return interrupted_status(self.interrupted)
+        return 1 if self.errors else 0
+
+    def summary(self) -> str:
+        if self.interrupted is not None:
+            return f"Interrupted: kept {self.written} of {self.total} records (in input order) in {self.where}."
+        text = f"Wrote {self.written} records to {self.where} ({self.answered} answered, {self.abstained} abstained"
+        if not self.errors:
+            return f"{text}, 0 errors)."
+        plural = "s" if self.errors != 1 else ""
+        return f"{text}); {self.errors} record{plural} had an error: see the 'error' field."
+
+
+def run_batch(
+    make_assistant: Callable[[], Any],
+    items: list[BatchItem],
+    out: OutputFile | None,
+    fmt: str,
+    top_k: int = 1,
+    doc_id: str | None = None,
+    progress: bool = True,
+) -> BatchRun:
+    """Answer every item and write its record as soon as it is answered, in input order, to `out`
+    (an `OutputFile` checked before the work, committed at the end) or to standard output.
+
+    Ctrl+C or SIGTERM stops the run and keeps what was answered: the records so far go where they
+    were asked to go (an output with none is left as it was), and the run says it was interrupted.
+    A failure leaves `out`'s target as it was. The assistant is made inside, so that a failure to
+    make it leaves `out` untouched too.
+    """
+    writer = RecordWriter(out.stream if out is not None else sys.stdout, fmt)
+    run = BatchRun(total=len(items), where="standard output" if out is None else out.shown)
+    records: Iterator[dict[str, Any]] | None = None
+    # The handler covers the except clause too, so that saving the records is not cut short.
+    with sigterm_as_interrupt():
+        try:
+            records = iter_records(make_assistant(), items, top_k=top_k, progress=progress, doc_id=doc_id)
+            for record in records:
+                writer.write(record)
+                run.count(record)
+                if out is None and writer.count % 16 == 0:
+                    writer.out.flush()
+            if out is not None:
+                out.commit()
+        except KeyboardInterrupt as exc:
+            if records is not None:
+                records.close()  # ends the progress bar's line, so the summary stands on its own
+            if out is not None and writer.count:
+                out.commit()
+            elif out is not None:
+                run.where = f"nothing; {out.shown} is unchanged"
+            run.interrupted = exc
+        except OSError as exc:
+            if out is None:
+                raise
+            out.discard()
+            raise InputError(f"cannot write {out.shown} ({exc.strerror}); choose another path for --out") from exc
+        finally:
+            run.written = writer.count
+            if out is not None and not out.closed:
+                out.discard()  # a failure before the end: the target keeps what it held
+    return run

@@ -8,9 +8,9 @@ temporary folder) and hands the observations to it. `qa calibrate` and `qa train
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.calibration import (
     CALIBRATION_FILE,
@@ -24,6 +24,10 @@ from qa.calibration import (
 )
 from qa.errors import InputError, ModelError
 from qa.metrics import score_one
+
+if TYPE_CHECKING:
+    from qa.files import OutputFile
+    from qa.settings import Settings
 
 
 def observe(assistant: Any, gold: Sequence[Any], domain: str, progress: bool = False) -> list[Observation]:
@@ -111,6 +115,52 @@ def calibrate_assistant(
     )
     reader = {"name": assistant.reader.model_name, "fingerprint": reader_fingerprint(assistant.reader.model_name)}
     return calibrate(current, observations, mode, info, reader)
+
+
+def calibrate_to_file(
+    settings: Settings,
+    gold: dict[str, Sequence[Any]],
+    squad: tuple[str, Sequence[str] | None] | None,
+    mode: str,
+    out: OutputFile,
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+    show: Callable[[str], None] = print,
+) -> str:
+    """`qa calibrate`: observe and fit (`calibrate_assistant`), `show` the report, and save the
+    calibration to `out` (checked before the work; left as it was on any failure). Returns the
+    line that says where it went and what uses it."""
+    from qa.assistant import Assistant
+    from qa.settings import ENV
+
+    try:
+        assistant = Assistant(settings=settings, log=log)
+        report = calibrate_assistant(assistant, gold, squad, mode, command=command, log=log)
+        show(format_report(report, assistant.calibration))
+        report.calibration.save(out)
+    finally:
+        if not out.closed:
+            out.discard()
+    if out.target == (settings.index_dir / CALIBRATION_FILE).resolve():
+        return f"Wrote the calibration to {out.shown}; ask, batch, eval and serve over this index use it from now on."
+    env = ENV["calibration"]
+    return f"Wrote the calibration to {out.shown}; use it with --calibration {out.shown} (or {env})."
+
+
+def format_report(report: Report, current: Calibration) -> str:
+    """The figures before and after (per domain, and across domains), then the calibration chosen."""
+    c = report.calibration
+    lines = [
+        f"before ({current.source or 'current'}): {report.before.line()}",
+        f"after  ({report.mode} fit, 5-fold cross-validated): {report.after.line()}",
+    ]
+    for domain, (before, after) in report.by_domain.items() if len(report.by_domain) > 1 else ():
+        lines.append(f"  {domain}: before {before.line()}")
+        lines.append(f"  {' ' * len(domain)}  after  {after.line()}")
+    for domain, scores in report.transfer.items():
+        lines.append(f"  fitted without {domain}, tested on it: {scores.line()}")
+    lines.append(f"min confidence {c.min_confidence:.3f} ({'; '.join(c.features)})")
+    return "\n".join(lines)
 
 
 def _counts(items: Sequence[Any]) -> dict[str, int]:

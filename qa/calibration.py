@@ -30,13 +30,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qa.errors import InputError, ModelError
+from qa.files import read_json
+from qa.metrics import score_one
 
 if TYPE_CHECKING:
     from qa.files import OutputFile
-    from qa.reader import ReaderSettings, Span
     from qa.types import Passage
 
 CALIBRATION_FILE = "calibration.json"
@@ -63,7 +64,34 @@ FEATURES = (
 _WORD = re.compile(r"\w+")
 
 
-def candidate_features(question: str, span: Span, passage: Passage, margin: float) -> dict[str, float]:
+# What this module reads of the reader's output and settings (`qa.reader.Span` and
+# `qa.reader.ReaderSettings`): numbers only, so calibration needs no model code.
+class SpanScores(Protocol):
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def gap(self) -> float: ...
+    @property
+    def logit(self) -> float: ...
+    @property
+    def null(self) -> float: ...
+
+
+class ReaderRule(Protocol):
+    """The reader's own rule, stored in its qa_reader.json: a null threshold on the gap and Platt scaling."""
+
+    @property
+    def null_threshold(self) -> float: ...
+    @property
+    def calib_a(self) -> float: ...
+    @property
+    def calib_b(self) -> float: ...
+    def confident(self, gap: float, threshold: float | None = None) -> bool: ...
+
+
+def candidate_features(question: str, span: SpanScores, passage: Passage, margin: float) -> dict[str, float]:
     """What the calibrator knows about one candidate answer (see FEATURES)."""
     words = [w.lower() for w in _WORD.findall(question)]
     wh = next((w for w in words if w in WH_WORDS), None)
@@ -118,7 +146,7 @@ class Calibration:
         return probability >= (self.min_confidence if min_confidence is None else min_confidence)
 
     @classmethod
-    def from_reader_settings(cls, settings: ReaderSettings) -> Calibration:
+    def from_reader_settings(cls, settings: ReaderRule) -> Calibration:
         """The reader's own gap threshold and Platt scaling (qa_reader.json) as a one-feature calibration."""
         a, b, t = settings.calib_a, settings.calib_b, settings.null_threshold
         return cls(
@@ -153,12 +181,11 @@ class Calibration:
     def load(cls, path: str | Path) -> Calibration:
         path = Path(path)
         fix = "run qa calibrate again, or delete it to use the reader's own"
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError(f"calibration {path} does not exist; pass a file written by qa calibrate") from exc
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ModelError(f"calibration {path} cannot be read ({exc}); {fix}") from exc
+        raw = read_json(
+            path,
+            InputError(f"calibration {path} does not exist; pass a file written by qa calibrate"),
+            lambda exc: ModelError(f"calibration {path} cannot be read ({exc}); {fix}"),
+        )
         problem = _problem(raw)
         if problem is not None:
             raise ModelError(f"calibration {path} is damaged ({problem}); {fix}")
@@ -243,6 +270,92 @@ def find_calibration(explicit: Path | None, index_dir: Path | None, reader_dir: 
         if path.is_file():
             return path
     return None
+
+
+# --- the reader's own rule: a null threshold and Platt scaling of the gap ---------------------
+# `qa train-reader` chooses both on its validation articles, each question read against its own
+# paragraph (`qa.squad.predict_spans`), and stores them in qa_reader.json; `from_reader_settings`
+# turns them into a calibration.
+
+
+class GoldQuestion(Protocol):
+    """What the choice needs of a gold question (a `qa.squad.SquadExample`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def answers(self) -> list[str]: ...  # empty when unanswerable
+
+
+class SpanPrediction(Protocol):
+    """What the choice needs of a prediction (a `qa.squad.SquadPrediction`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def text(self) -> str: ...  # the best span, even below the threshold
+    @property
+    def gap(self) -> float: ...  # its gap (-inf when there was no candidate)
+
+
+def apply_threshold(preds: Sequence[SpanPrediction], threshold: float, rule: ReaderRule) -> dict[str, str]:
+    """{id: the span, or "" where the reader's rule abstains at this null threshold}."""
+    return {p.id: p.text if rule.confident(p.gap, threshold) else "" for p in preds}
+
+
+def best_threshold(examples: Sequence[GoldQuestion], preds: Sequence[SpanPrediction]) -> tuple[float, float]:
+    """The null threshold that maximises overall F1, and that F1 (percent).
+
+    Answer when gap > threshold: sweeping the sorted gaps, each step flips one question
+    from "no answer" to its span, so every candidate is scored in one pass.
+    """
+    by_id = {ex.id: ex for ex in examples}
+    rows = []
+    for p in preds:
+        golds = by_id[p.id].answers
+        rows.append((p.gap, score_one(golds, p.text)[1], score_one(golds, "")[1]))
+    rows.sort(key=lambda r: -r[0])
+    total = sum(r[2] for r in rows)  # everything abstains
+    best_total, best_t = total, rows[0][0] + 1.0 if rows else 0.0
+    for j, (gap, f1_span, f1_null) in enumerate(rows):
+        total += f1_span - f1_null
+        next_gap = rows[j + 1][0] if j + 1 < len(rows) else gap - 2.0
+        if total > best_total and math.isfinite(gap):
+            best_total = total
+            best_t = (gap + next_gap) / 2 if math.isfinite(next_gap) else gap - 1.0
+    return best_t, 100.0 * best_total / max(len(rows), 1)
+
+
+def fit_calibration(examples: Sequence[GoldQuestion], preds: Sequence[SpanPrediction]) -> tuple[float, float]:
+    """Platt scaling: P(span is right) = sigmoid(a * gap + b), fitted by Newton's method.
+
+    "Right" is the span's F1 against the gold (0 for an unanswerable question), so the score
+    reads as how likely the shown span is the answer.
+    """
+    import numpy as np
+
+    by_id = {ex.id: ex for ex in examples}
+    x = np.array([p.gap for p in preds if math.isfinite(p.gap)], dtype=np.float64)
+    y = np.array(
+        [
+            score_one(by_id[p.id].answers, p.text)[1] if by_id[p.id].answers else 0.0
+            for p in preds
+            if math.isfinite(p.gap)
+        ]
+    )
+    if len(x) < 2:
+        return 1.0, 0.0
+    w = np.zeros(2)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - y)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0]), float(w[1])
 
 
 # --- what the assistant did, question by question ----------------------------------------------
@@ -502,6 +615,7 @@ class Report:
 
 MIN_QUESTIONS = 20
 FULL_FIT_QUESTIONS = 300  # below this, only two numbers are refitted over the current calibration
+FIT_MODES = ("auto", "full", "recalibrate")  # auto: full from FULL_FIT_QUESTIONS usable questions up
 
 
 def check_gold_counts(gold: Sequence[Any]) -> None:

@@ -2,7 +2,10 @@
 
 Library code raises QAError subclasses; `main` turns them into one line on stderr and exit
 status 1, so a user mistake never shows a traceback. Data goes to stdout, progress and logs
-to stderr. Every option that names a folder or model also reads an environment variable.
+to stderr. Every option that names a folder or model also reads an environment variable; the
+defaults and variable names come from `qa.settings` (and `qa.training.config` for training).
+Each command parses its input, calls the library, and prints; only `main` touches the process
+itself (its environment and arguments).
 """
 
 from __future__ import annotations
@@ -10,94 +13,42 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
+import shlex
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
+from qa.cli_options import (
+    TRAIN_DEFAULTS,
+    article_option,
+    articles_option,
+    assistant_options,
+    backend_option,
+    batch_format_options,
+    calibrate_options,
+    embed_option,
+    index_option,
+    reader_option,
+    serve_options,
+    train_options,
+)
 from qa.errors import QAError
+from qa.interrupts import interrupted_status, sigterm_as_interrupt
+from qa.settings import ENV, Settings
+from qa.training.config import TrainConfig
+from qa.version import DISTRIBUTION
 
 
 def _err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def seeds_option(f: Callable) -> Callable:
-    return click.option(
-        "--seeds",
-        default=None,
-        type=click.Path(file_okay=False),
-        help="Folder of .txt/.md articles [env QA_SEEDS; default seeds/ here, else the project's].",
-    )(f)
-
-
-def index_option(f: Callable) -> Callable:
-    return click.option(
-        "--index-dir",
-        default=None,
-        type=click.Path(file_okay=False),
-        help="Where the index lives [env QA_INDEX_DIR; default index/ beside the seeds folder used].",
-    )(f)
-
-
-def embed_option(f: Callable) -> Callable:
-    return click.option(
-        "--embed-model",
-        default=None,
-        help="Sentence-transformers model, path or hub id [env QA_EMBED_MODEL; "
-        "default sentence-transformers/all-MiniLM-L6-v2, packaged].",
-    )(f)
-
-
-def reader_option(f: Callable) -> Callable:
-    return click.option(
-        "--reader-model",
-        default=None,
-        help="Extractive QA model, path or hub id [env QA_READER_MODEL; default the shipped reader].",
-    )(f)
-
-
-def assistant_options(f: Callable) -> Callable:
-    f = click.option(
-        "--min-confidence",
-        default=None,
-        metavar="P",
-        help="Answer only when the probability that the answer is right (SQuAD F1 >= 0.5) is at least P, "
-        "0..1 [env QA_MIN_CONFIDENCE; default chosen by the calibration].",
-    )(f)
-    f = click.option(
-        "--calibration",
-        default=None,
-        type=click.Path(dir_okay=False),
-        help="Calibration file from qa calibrate [env QA_CALIBRATION; default calibration.json beside the "
-        "index, else the reader's].",
-    )(f)
-    f = click.option(
-        "--passages",
-        default=None,
-        type=click.IntRange(min=1),
-        help="Chunks read per question [env QA_PASSAGES; default 3].",
-    )(f)
-    f = click.option(
-        "--retrieval",
-        default=None,
-        type=click.Choice(["dense", "bm25", "hybrid"]),
-        help="How chunks are found [env QA_RETRIEVAL; default hybrid].",
-    )(f)
-    return seeds_option(index_option(embed_option(reader_option(f))))
-
-
-def article_option(f: Callable) -> Callable:
-    return click.option(
-        "--article",
-        default=None,
-        metavar="FILE",
-        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
-        "indexed in memory: the seeds and index folders are neither read nor written.",
-    )(f)
+def _argv() -> list[str]:
+    """The arguments `qa` was started with (`main` passes them in; none when `cli` is invoked in-process)."""
+    obj = click.get_current_context().find_root().obj
+    return list(obj.get("argv", ())) if isinstance(obj, dict) else []
 
 
 def read_article_option(article: str | None, opts: dict[str, Any]) -> Any:
@@ -112,35 +63,13 @@ def read_article_option(article: str | None, opts: dict[str, Any]) -> Any:
     return read_article(article)
 
 
-def articles_option(f: Callable) -> Callable:
-    return click.option(
-        "--articles",
-        default=None,
-        help="Only these article titles, comma-separated (e.g. the reader's validation articles).",
-    )(f)
-
-
 def split_titles(articles: str | None) -> list[str] | None:
     return [t.strip() for t in articles.split(",") if t.strip()] if articles else None
 
 
-SETTING_FLAGS = (
-    "seeds",
-    "index_dir",
-    "embed_model",
-    "reader_model",
-    "retrieval",
-    "passages",
-    "calibration",
-    "min_confidence",
-)
-
-
-def resolve_settings(opts: dict[str, Any]) -> Any:
+def resolve_settings(opts: dict[str, Any]) -> Settings:
     """The one place flags meet the environment: flags > QA_* variables > defaults."""
-    from qa.settings import Settings
-
-    return Settings.resolve(**{k: opts.pop(k) for k in SETTING_FLAGS if k in opts})
+    return Settings.resolve(**{k: opts.pop(k) for k in ENV if k in opts})
 
 
 def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
@@ -151,34 +80,6 @@ def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
     if article is not None:
         return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl+C raises KeyboardInterrupt, so one handler keeps the work of both."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM (kill, systemd, a container stopping) stops it as Ctrl+C does.
-
-    Python's default for SIGTERM is to die at once, losing what a command could still save. Only
-    the first SIGTERM interrupts: a second one must not break the saving the first one started.
-    """
-
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def interrupted_status(exc: KeyboardInterrupt) -> int:
-    """The shell's exit status for a command stopped by a signal: 128 + its number."""
-    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 class QAGroup(click.Group):
@@ -192,7 +93,7 @@ class QAGroup(click.Group):
 
 
 @click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="article-qa")
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """Ask questions about plain-text articles and get exact, cited answer spans."""
 
@@ -201,24 +102,25 @@ def cli() -> None:
 @click.argument("folder", required=False, type=click.Path(file_okay=False))
 @index_option
 @embed_option
+@backend_option
 @click.option("--force", is_flag=True, help="Rebuild even when the index is up to date.")
-def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, force: bool) -> None:
+def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, backend: str | None, force: bool) -> None:
     """Chunk and embed the articles in FOLDER (default: seeds/ or $QA_SEEDS) into the index.
 
     Example: qa index seeds/ --index-dir index/
     """
     from qa.assistant import Assistant
 
-    settings = resolve_settings({"seeds": folder, "index_dir": index_dir, "embed_model": embed_model})
-    assistant = Assistant(settings=settings, log=_err)
-    index_dir = str(settings.index_dir)
-    index, reason = assistant.build_index(force=force, progress=True)
+    settings = resolve_settings(
+        {"seeds": folder, "index_dir": index_dir, "embed_model": embed_model, "backend": backend}
+    )
+    index, reason = Assistant(settings=settings, log=_err).build_index(force=force, progress=True)
     m = index.manifest
     if reason is None:
-        click.echo(f"Index in {index_dir} is up to date: {len(m.documents)} article(s), {m.chunks} chunks.")
+        click.echo(f"Index in {settings.index_dir} is up to date: {len(m.documents)} article(s), {m.chunks} chunks.")
     else:
         click.echo(
-            f"Indexed {len(m.documents)} article(s) into {index_dir}: {m.chunks} chunks "
+            f"Indexed {len(m.documents)} article(s) into {settings.index_dir}: {m.chunks} chunks "
             f"({m.embed_model}, {m.dimension} dimensions); rebuilt because {reason}."
         )
 
@@ -242,10 +144,7 @@ def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, articl
     check_question(question)  # before loading anything
     document = read_article_option(article, opts)
     result = make_assistant(opts, document).ask(question, top_k=top_k, doc_id=doc_id)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    click.echo(format_result(result))
+    click.echo(json.dumps(result.to_dict(), ensure_ascii=False) if as_json else format_result(result))
 
 
 def format_result(result: Any) -> str:
@@ -269,97 +168,35 @@ def format_result(result: Any) -> str:
 @cli.command("batch")
 @click.argument("input_path", metavar="INPUT")
 @click.option("--out", "-o", "out_path", default=None, help="Write here instead of stdout.")
-@click.option(
-    "--format",
-    "out_format",
-    default=None,
-    type=click.Choice(["jsonl", "csv"]),
-    help="Output format [default: from --out's suffix, else jsonl].",
-)
-@click.option(
-    "--input-format",
-    default=None,
-    type=click.Choice(["jsonl", "csv", "txt"]),
-    help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
-)
+@batch_format_options
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers per question.")
 @click.option("--doc", "doc_id", default=None, help="Only this article.")
 @article_option
 @assistant_options
-def batch_cmd(
-    input_path: str,
-    out_path: str | None,
-    out_format: str | None,
-    input_format: str | None,
-    top_k: int,
-    doc_id: str | None,
-    article: str | None,
-    **opts: Any,
-) -> None:
+def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **opts: Any) -> None:
     """Answer a file of questions (.jsonl, .csv, .txt, or - for stdin), one record each, in order.
 
     Example: qa batch questions.txt --out answers.csv
     """
-    from qa.batch import RecordWriter, iter_records, read_questions
+    from qa.batch import output_format, read_questions, run_batch
     from qa.files import OutputFile
 
+    article, top_k, doc_id = opts.pop("article"), opts.pop("top_k"), opts.pop("doc_id")
     if input_path == "-" and article == "-":
         raise click.ClickException(
             "the questions (INPUT -) and the article (--article -) cannot both come from standard input; "
             "give one of them as a file"
         )
     # Everything that can be checked is checked before a model loads: the input, the article, the output path.
-    items = read_questions(input_path, input_format)
+    items = read_questions(input_path, opts.pop("input_format"))
     document = read_article_option(article, opts)
-    if out_format is None:
-        out_format = "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
     inputs = [input_path] if article is None else [input_path, article]
     out = OutputFile(out_path, inputs=inputs) if out_path is not None else None
-    writer = RecordWriter(out.stream if out else sys.stdout, out_format)
-    where = "standard output" if out_path is None else out_path
-    counts = {"answered": 0, "abstained": 0, "errors": 0}
-    records: Iterator[dict[str, Any]] | None = None
-    # The handler covers the except clause too, so that saving the records is not cut short.
-    with sigterm_as_interrupt():
-        try:
-            records = iter_records(make_assistant(opts, document), items, top_k=top_k, progress=True, doc_id=doc_id)
-            for record in records:
-                writer.write(record)
-                kind = "errors" if record["error"] else "answered" if record["answer"] is not None else "abstained"
-                counts[kind] += 1
-                if out is None and writer.count % 16 == 0:
-                    sys.stdout.flush()
-            if out is not None:
-                out.commit()
-        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM (Terminated)
-            if records is not None:
-                records.close()  # ends the progress bar's line, so the line below stands on its own
-            # Keep what was answered: the records so far go where they were asked to go, in order.
-            if out is not None and writer.count:
-                out.commit()
-            elif out is not None:
-                where = f"nothing; {out_path} is unchanged"
-            _err(f"Interrupted: kept {writer.count} of {len(items)} records (in input order) in {where}.")
-            raise SystemExit(interrupted_status(exc)) from None
-        except OSError as exc:
-            if out is None:
-                raise
-            out.discard()
-            raise click.ClickException(
-                f"cannot write {out_path} ({exc.strerror}); choose another path for --out"
-            ) from exc
-        finally:
-            if out is not None and not out.closed:
-                out.discard()  # a failure before the end: the target keeps what it held
-    summary = f"Wrote {writer.count} records to {where} ({counts['answered']} answered, {counts['abstained']} abstained"
-    if not counts["errors"]:
-        _err(f"{summary}, 0 errors).")
-        return
-    # Every record is written, in order, yet a record that could not be answered fails the run
-    # (exit status 1), so a script or CI job notices it without parsing the output.
-    errors = counts["errors"]
-    _err(f"{summary}); {errors} record{'s' if errors != 1 else ''} had an error: see the 'error' field.")
-    raise SystemExit(1)
+    fmt = output_format(out_path, out_format)
+    run = run_batch(lambda: make_assistant(opts, document), items, out, fmt, top_k=top_k, doc_id=doc_id)
+    _err(run.summary())
+    if run.exit_status:
+        raise SystemExit(run.exit_status)
 
 
 @cli.command("eval")
@@ -376,57 +213,20 @@ def eval_cmd(gold_path: str, report_path: str | None, compare: bool, top_k: int,
 
     Example: qa eval eval/gold.jsonl --compare --report misses.jsonl
     """
-    from qa.assistant import DEFAULT_RETRIEVAL
-    from qa.evaluate import confidence_line, describe, format_table, load_gold, run_compare, summarize, write_report
+    from qa.evaluate import load_gold, run_eval
     from qa.files import OutputFile
-    from qa.retrieval import METHODS
 
     gold = load_gold(gold_path)  # before loading any model, so a bad file fails fast
     report = OutputFile(report_path, "--report", inputs=[gold_path]) if report_path is not None else None
-    try:
-        assistant = make_assistant(opts)
-        methods = list(METHODS) if compare else [assistant.retrieval]
-        runs = run_compare(assistant, gold, methods, top_k=top_k, progress=True, log=_err if compare else None)
-        summaries = [(m, summarize(records, assistant.passages)) for m, records in runs]
-        if report is not None:
-            write_report(report, [{"retrieval": m, **r.to_report()} for m, records in runs for r in records])
-            _err(f"Wrote {sum(len(r) for _, r in runs)} records to {report_path}.")
-    finally:
-        if report is not None and not report.closed:
-            report.discard()
-    click.echo(describe(summaries[0][1]))
-    click.echo(format_table(summaries, mark=DEFAULT_RETRIEVAL if compare else None))
-    default = next(s for m, s in summaries if m == assistant.retrieval)
-    click.echo(confidence_line(default, assistant.min_confidence))
-    note = "; * marks the default retrieval" if compare else ""
-    n = assistant.passages
-    click.echo(f"reader {assistant.reader.model_name}, {n} passage{'s' if n != 1 else ''} read a question{note}")
-    for m, s in summaries:
-        if s.citations is not None and s.citations < 1.0:
-            _err(f"Warning: {m}: some cited spans do not match the document text; see --report (citations_exact).")
+    run = run_eval(lambda: make_assistant(opts), gold, report, compare=compare, top_k=top_k, log=_err)
+    click.echo(run.text())
+    for warning in run.warnings():
+        _err(warning)
 
 
 @cli.command("calibrate")
 @click.argument("gold_paths", nargs=-1, metavar="GOLD.jsonl...")
-@click.option(
-    "--out",
-    "-o",
-    "out_path",
-    default=None,
-    help="Where to write the calibration [default: calibration.json in the index folder, which ask, batch, "
-    "eval and serve then use].",
-)
-@click.option("--squad", default=None, help="Also ask the questions of these SQuAD v2.0 articles (see --articles).")
-@articles_option
-@click.option(
-    "--fit",
-    "mode",
-    type=click.Choice(["auto", "full", "recalibrate"]),
-    default="auto",
-    show_default=True,
-    help="full: a new calibrator over all features; recalibrate: two numbers over the current one "
-    "(auto: full from 300 questions up).",
-)
+@calibrate_options
 @assistant_options
 def calibrate_cmd(
     gold_paths: tuple[str, ...], out_path: str | None, squad: str | None, articles: str | None, mode: str, **opts: Any
@@ -440,7 +240,7 @@ def calibrate_cmd(
 
     Example: qa calibrate my-questions.jsonl
     """
-    from qa.calibrate import calibrate_assistant
+    from qa.calibrate import calibrate_to_file
     from qa.calibration import CALIBRATION_FILE, check_gold_counts
     from qa.evaluate import load_gold
     from qa.files import OutputFile
@@ -448,65 +248,17 @@ def calibrate_cmd(
     if not gold_paths and squad is None:
         raise click.UsageError("give a GOLD.jsonl file of your questions (or --squad FILE --articles ...)")
     gold = {Path(p).stem: load_gold(p) for p in gold_paths}  # every check before any model loads
-    squad_titles = split_titles(articles)
     if squad is None:
         check_gold_counts([g for items in gold.values() for g in items])
     settings = resolve_settings(opts)
     out = OutputFile(out_path or settings.index_dir / CALIBRATION_FILE, "--out", inputs=[*gold_paths, squad or ""])
-    try:
-        from qa.assistant import Assistant
-
-        assistant = Assistant(settings=settings, log=_err)
-        report = calibrate_assistant(
-            assistant,
-            gold,
-            (squad, squad_titles) if squad else None,
-            mode,
-            command=" ".join(["qa", *sys.argv[1:]]),
-            log=_err,
-        )
-        click.echo(format_calibration_report(report, assistant.calibration))
-        report.calibration.save(out)
-    finally:
-        if not out.closed:
-            out.discard()
-    if out.target == (settings.index_dir / CALIBRATION_FILE).resolve():
-        _err(f"Wrote the calibration to {out.shown}; ask, batch, eval and serve over this index use it from now on.")
-    else:
-        _err(f"Wrote the calibration to {out.shown}; use it with --calibration {out.shown} (or QA_CALIBRATION).")
-
-
-def format_calibration_report(report: Any, current: Any) -> str:
-    c = report.calibration
-    lines = [
-        f"before ({current.source or 'current'}): {report.before.line()}",
-        f"after  ({report.mode} fit, 5-fold cross-validated): {report.after.line()}",
-    ]
-    for domain, (before, after) in report.by_domain.items() if len(report.by_domain) > 1 else ():
-        lines.append(f"  {domain}: before {before.line()}")
-        lines.append(f"  {' ' * len(domain)}  after  {after.line()}")
-    for domain, scores in report.transfer.items():
-        lines.append(f"  fitted without {domain}, tested on it: {scores.line()}")
-    lines.append(f"min confidence {c.min_confidence:.3f} ({'; '.join(c.features)})")
-    return "\n".join(lines)
+    squad_articles = (squad, split_titles(articles)) if squad else None
+    command = " ".join(["qa", *_argv()])
+    _err(calibrate_to_file(settings, gold, squad_articles, mode, out, command, log=_err, show=click.echo))
 
 
 @cli.command("serve")
-@click.option(
-    "--host",
-    envvar="QA_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on [env QA_HOST]; 0.0.0.0 opens the page to other machines.",
-)
-@click.option(
-    "--port",
-    envvar="QA_PORT",
-    default=7860,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port to listen on [env QA_PORT].",
-)
+@serve_options
 @assistant_options
 def serve_cmd(host: str, port: int, **opts: Any) -> None:
     """Serve the web page: ask questions, read cited answers and batch files in a browser.
@@ -527,41 +279,28 @@ def serve_cmd(host: str, port: int, **opts: Any) -> None:
 @click.argument("input_path", metavar="INPUT.json")
 @click.option("--out", "-o", "out_path", required=True, help="Predictions JSON.")
 @reader_option
+@backend_option
 @click.option("--threshold", default=None, type=float, help="Null threshold [default: the one stored with the model].")
 @articles_option
-def squad_predict_cmd(
-    input_path: str, out_path: str, reader_model: str | None, threshold: float | None, articles: str | None
-) -> None:
+def squad_predict_cmd(input_path: str, out_path: str, threshold: float | None, articles: str | None, **kw: Any) -> None:
     """Answer every question of a SQuAD v2.0 file from its own paragraph (reader only).
 
     Writes {question_id: answer, or "" for no answer}.
     Example: qa squad-predict dev.json --out predictions.json
     """
-    import time
-
     from qa.files import OutputFile
     from qa.reader import Reader
-    from qa.squad import apply_threshold, load_squad, predict_spans, write_predictions
+    from qa.squad import load_squad, predict_to_file
 
     examples = load_squad(input_path, titles=split_titles(articles))
     # A bad --out (the input itself, read-only, no such folder) is refused before the reader loads.
     out = OutputFile(out_path, inputs=[input_path])
-    try:
-        settings = resolve_settings({"reader_model": reader_model})
-        reader = Reader(settings.reader_model, dtype=settings.reader_dtype)
-        reader.warm_up()
-        started = time.perf_counter()
-        spans = predict_spans(reader, examples)
-        seconds = time.perf_counter() - started
-        t = reader.settings.null_threshold if threshold is None else threshold
-        write_predictions(out, apply_threshold(spans, t))
-    finally:
-        if not out.closed:
-            out.discard()
-    _err(
-        f"Wrote {len(examples)} predictions to {out_path} (null threshold {t:.3f}; "
-        f"{len(examples) / max(seconds, 1e-9):.1f} questions/s)."
-    )
+
+    def make_reader() -> Reader:
+        return Reader.from_settings(resolve_settings(kw))
+
+    t, rate = predict_to_file(make_reader, examples, out, threshold)
+    _err(f"Wrote {len(examples)} predictions to {out_path} (null threshold {t:.3f}; {rate:.1f} questions/s).")
 
 
 @cli.command("squad-eval")
@@ -574,108 +313,32 @@ def squad_eval_cmd(input_path: str, predictions: str, as_json: bool, articles: s
 
     Example: qa squad-eval dev.json predictions.json
     """
-    from qa.metrics import evaluate_predictions
-    from qa.squad import load_squad, read_predictions
+    from qa.squad import evaluate_predictions, format_scores, load_squad, read_predictions
 
     examples = load_squad(input_path, titles=split_titles(articles))
     scores = evaluate_predictions(examples, read_predictions(predictions))
-    if as_json:
-        click.echo(json.dumps(scores, indent=2))
-        return
-    click.echo(f"{'':8} {'count':>6} {'EM':>7} {'F1':>7}")
-    for name, prefix in (("overall", ""), ("HasAns", "HasAns_"), ("NoAns", "NoAns_")):
-        if scores.get(f"{prefix}total"):
-            click.echo(
-                f"{name:8} {int(scores[prefix + 'total']):>6} {scores[prefix + 'exact']:>7.2f} "
-                f"{scores[prefix + 'f1']:>7.2f}"
-            )
+    click.echo(json.dumps(scores, indent=2) if as_json else format_scores(scores))
 
 
 @cli.command("train-reader")
-@click.option(
-    "--data",
-    multiple=True,
-    help="SQuAD v2.0-format training JSON; repeat for several files. "
-    "Default: squad-train-442.json and squad-train-38.json in ../shared/data/squad/.",
-)
-@click.option(
-    "--output-dir",
-    "-o",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Where checkpoints and the best model go.",
-)
-@click.option(
-    "--base-model",
-    default=None,
-    help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2), a trained reader folder, or 'shipped'.",
-)
-@click.option("--epochs", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--learning-rate", "--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-length", default=384, show_default=True, type=click.IntRange(min=32))
-@click.option("--stride", default=128, show_default=True, type=click.IntRange(min=0))
-@click.option(
-    "--warmup", default=0.06, show_default=True, type=click.FloatRange(0, 1), help="Share of steps warming up."
-)
-@click.option(
-    "--negatives",
-    default=0.25,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of answerable questions also paired with another paragraph of their article, labelled no-answer.",
-)
-@click.option(
-    "--time-budget",
-    default=None,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Minutes for the whole run: the learning-rate schedule is planned to end (validated) within it.",
-)
-@click.option("--checkpoint-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option(
-    "--resume",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Continue the interrupted run in this output folder from its last checkpoint (its own settings).",
-)
-@click.option(
-    "--attention",
-    type=click.Choice(["eager", "sdpa"]),
-    default="eager",
-    show_default=True,
-    help="Attention kernel while training (eager is faster on CPU with bf16).",
-)
-@click.option(
-    "--attention-dropout",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Dropout on attention probabilities (0 is a third faster on CPU).",
-)
-@click.option("--freeze-word-embeddings/--train-word-embeddings", default=True, show_default=True)
-@click.option("--seed", default=42, show_default=True, type=int)
-@click.option("--val-articles", default=None, help="Comma-separated validation article titles (held out).")
-@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop after this many steps.")
-@click.option("--max-train-questions", default=None, type=click.IntRange(min=1), help="Train on a random slice.")
-@click.option("--max-val-questions", default=None, type=click.IntRange(min=1), help="Validate on a random slice.")
-@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the hardware has it).")
+@train_options
 def train_reader_cmd(**opts: Any) -> None:
     """Fine-tune an extractive QA reader on SQuAD v2.0 data; keeps the best validation checkpoint.
 
     Example: qa train-reader -o runs/reader --base-model shipped --time-budget 100
     """
-    from qa.train import DEFAULT_DATA, VALIDATION_ARTICLES, TrainConfig, train_reader
+    from qa.training.trainer import train_reader
 
     resume = opts.pop("resume")
     if resume is None and opts["output_dir"] is None:
         raise click.UsageError("pass --output-dir DIR for a new run, or --resume DIR to continue one")
     val = opts.pop("val_articles")
-    data = opts.pop("data") or DEFAULT_DATA
     cfg = TrainConfig(
-        data=tuple(str(d) for d in data),
+        data=tuple(str(d) for d in opts.pop("data") or TRAIN_DEFAULTS.data),
         output_dir=str(opts.pop("output_dir") or resume),
-        val_articles=tuple(v.strip() for v in str(val).split(",") if v.strip()) if val else VALIDATION_ARTICLES,
+        val_articles=tuple(split_titles(val) or ()) if val else TRAIN_DEFAULTS.val_articles,
         eager_attention=opts.pop("attention") == "eager",
+        command=shlex.join(["qa", *_argv()]),
         **opts,
     )
     if cfg.stride >= cfg.max_length // 2:
@@ -716,7 +379,7 @@ def main() -> None:
     code = 0
     try:
         process_policy()
-        cli.main(prog_name="qa", standalone_mode=True)
+        cli.main(prog_name="qa", standalone_mode=True, obj={"argv": sys.argv[1:]})
     except click.ClickException as exc:  # a bad QA_THREADS, before any command runs
         exc.show()
         code = exc.exit_code

@@ -23,6 +23,8 @@ from qa.onnx_models import pad
 if TYPE_CHECKING:
     import numpy as np
 
+    from qa.settings import Settings
+
 
 class Embedder:
     """Loads the model on first use (not at construction), once per process.
@@ -52,6 +54,11 @@ class Embedder:
         self._model: Any = None  # sentence-transformers, for stacks that are not plain mean pooling
         self._plain: tuple[Any, Any] | None = None  # (tokenizer, torch model or ONNX Runtime session)
         self.backend = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, log: Callable[[str], None] | None = None) -> Embedder:
+        """The embedder the settings name, run the way they say."""
+        return cls(settings.embed_model, backend=settings.backend, cache=settings.cache_dir, log=log)
 
     def warm_up(self) -> None:
         """Load what `encode` uses (for a plain stack, the same as `encode_queries`)."""

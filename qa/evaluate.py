@@ -22,6 +22,7 @@ from qa.calibration import RIGHT_F1, coverage_at, expected_calibration_error
 from qa.errors import InputError
 from qa.files import OutputFile, read_input, split_lines
 from qa.metrics import normalize_answer, percentile, score_one
+from qa.settings import RETRIEVAL_METHODS, Settings
 
 if TYPE_CHECKING:
     from qa.assistant import Assistant
@@ -325,11 +326,6 @@ def evaluate(
     return [make_record(g, r, docs) for g, r in zip(gold, results, strict=True)]
 
 
-def with_retrieval(assistant: Assistant, method: str) -> Assistant:
-    """The same assistant with another retrieval method, sharing its index and loaded models."""
-    return assistant.with_retrieval(method)
-
-
 def write_report(
     out: str | Path | OutputFile, rows: Sequence[dict[str, Any]], inputs: Sequence[str | Path] = ()
 ) -> None:
@@ -419,5 +415,67 @@ def run_compare(
     for method in methods:
         if log is not None:
             log(f"Evaluating with {method} retrieval.")
-        out.append((method, evaluate(with_retrieval(assistant, method), gold, top_k=top_k, progress=progress)))
+        out.append((method, evaluate(assistant.with_retrieval(method), gold, top_k=top_k, progress=progress)))
     return out
+
+
+# --- `qa eval`: the run and what it prints ------------------------------------------------------
+
+
+@dataclass
+class EvalRun:
+    """The summaries of one `qa eval`, one per retrieval method, and the assistant that answered."""
+
+    assistant: Assistant
+    summaries: list[tuple[str, Summary]]
+    compare: bool
+
+    def text(self) -> str:
+        """What `qa eval` prints: what was counted, the table, the confidence, the reader."""
+        a, summaries = self.assistant, self.summaries
+        default = next(s for m, s in summaries if m == a.retrieval)
+        note = "; * marks the default retrieval" if self.compare else ""
+        n = a.passages
+        return "\n".join(
+            [
+                describe(summaries[0][1]),
+                format_table(summaries, mark=Settings.retrieval if self.compare else None),
+                confidence_line(default, a.min_confidence),
+                f"reader {a.reader.model_name}, {n} passage{'s' if n != 1 else ''} read a question{note}",
+            ]
+        )
+
+    def warnings(self) -> list[str]:
+        return [
+            f"Warning: {m}: some cited spans do not match the document text; see --report (citations_exact)."
+            for m, s in self.summaries
+            if s.citations is not None and s.citations < 1.0
+        ]
+
+
+def run_eval(
+    make_assistant: Callable[[], Assistant],
+    gold: Sequence[GoldItem],
+    report: OutputFile | None = None,
+    compare: bool = False,
+    top_k: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> EvalRun:
+    """Ask the gold questions (with every retrieval method when `compare`) and summarise them.
+
+    `report`, opened before the work (so a bad path fails before any question), gets one record a
+    question and is committed; on any failure its target is left as it was.
+    """
+    try:
+        assistant = make_assistant()
+        methods = list(RETRIEVAL_METHODS) if compare else [assistant.retrieval]
+        runs = run_compare(assistant, gold, methods, top_k=top_k, progress=True, log=log if compare else None)
+        summaries = [(m, summarize(records, assistant.passages)) for m, records in runs]
+        if report is not None:
+            write_report(report, [{"retrieval": m, **r.to_report()} for m, records in runs for r in records])
+            if log is not None:
+                log(f"Wrote {sum(len(r) for _, r in runs)} records to {report.shown}.")
+    finally:
+        if report is not None and not report.closed:
+            report.discard()
+    return EvalRun(assistant, summaries, compare)

@@ -14,14 +14,15 @@ through to its target, and an interrupted run can still commit what was done.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from qa.errors import InputError, QAError
 
@@ -64,6 +65,17 @@ def read_input(path: str | Path, what: str, hint: str) -> str:
         raise InputError(f"{what} {path} does not exist; {hint}") from exc
     except OSError as exc:
         raise InputError(f"cannot read {what} {path} ({exc.strerror}); {hint}") from exc
+
+
+def read_json(path: Path, missing: QAError, unreadable: Callable[[Exception], QAError]) -> Any:
+    """The JSON in a file the user named: `missing` is raised when there is no such file, and
+    `unreadable(the exception)` when it cannot be read or is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise missing from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise unreadable(exc) from exc
 
 
 def read_stdin(stream: IO[str] | None = None) -> str:

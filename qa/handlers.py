@@ -478,54 +478,51 @@ def use_server_handler(server: Assistant, store: SessionArticles, session: str |
     )
 
 
-def session_assistant(server: Assistant, store: SessionArticles, session: str | None, own: str | None) -> Assistant:
-    """The assistant this session asks: its own article's when it added one, else the server's."""
-    if own is None:
-        return server
-    held = store.get(session)
-    if held is None:
-        raise InputError(
-            f"your article {own} is no longer held (the server keeps {store.capacity} visitors' articles, "
-            "dropping the least recently used); add it again in the Your article tab, or use the server's articles"
-        )
-    return held
+@dataclass(frozen=True)
+class Visit:
+    """One browser tab asking: the server's assistant, the store of visitors' articles, the tab's
+    session, and the name of the article the tab asks (None: the server's articles)."""
+
+    server: Assistant
+    store: SessionArticles
+    session: str | None
+    own: str | None = None
+
+    def assistant(self) -> Assistant:
+        """The assistant this tab asks: its own article's when it added one, else the server's."""
+        if self.own is None:
+            return self.server
+        held = self.store.get(self.session)
+        if held is None:
+            raise InputError(
+                f"your article {self.own} is no longer held (the server keeps {self.store.capacity} visitors' "
+                "articles, dropping the least recently used); add it again in the Your article tab, or use the "
+                "server's articles"
+            )
+        return held
+
+    def doc(self, doc: str | None) -> str | None:
+        """The article choice, which is among the server's articles: none while the tab asks its own."""
+        return doc if self.own is None else None
 
 
 def session_ask_handler(
-    server: Assistant,
-    store: SessionArticles,
-    session: str | None,
-    own: str | None,
-    question: str | None,
-    top_k: object = 1,
-    doc: str | None = None,
-    min_confidence: object = None,
+    visit: Visit, question: str | None, top_k: object = 1, doc: str | None = None, min_confidence: object = None
 ) -> AskView:
-    """`ask_handler` over the articles this session asks: its own article, else the server's."""
+    """`ask_handler` over the articles this tab asks: its own article, else the server's."""
     try:
-        assistant = session_assistant(server, store, session, own)
+        assistant = visit.assistant()
     except QAError as exc:
         return AskView(status=error_message(exc))
-    doc = doc if own is None else None  # the article choice is among the server's articles
-    return ask_handler(assistant, question, top_k, doc, min_confidence)
+    return ask_handler(assistant, question, top_k, visit.doc(doc), min_confidence)
 
 
 def session_batch_handler(
-    server: Assistant,
-    store: SessionArticles,
-    session: str | None,
-    own: str | None,
-    upload: object,
-    top_k: object = 1,
-    doc: str | None = None,
-    out_dir: Path | None = None,
-    uploaded: Callable[[object], bool] | None = None,
-    min_confidence: object = None,
+    visit: Visit, upload: object, top_k: object = 1, doc: str | None = None, **options: Any
 ) -> BatchView:
-    """`batch_handler` over the articles this session asks."""
+    """`batch_handler` (with its options: out_dir, uploaded, min_confidence) over the articles this tab asks."""
     try:
-        assistant = session_assistant(server, store, session, own)
+        assistant = visit.assistant()
     except QAError as exc:
         return BatchView(status=error_message(exc))
-    doc = doc if own is None else None  # the article choice is among the server's articles
-    return batch_handler(assistant, upload, top_k, doc, out_dir, uploaded=uploaded, min_confidence=min_confidence)
+    return batch_handler(assistant, upload, top_k, visit.doc(doc), **options)

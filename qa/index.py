@@ -3,7 +3,7 @@
 Layout of `index/`:
     manifest.json          the current generation, embedding model, dimension, chunk
                            settings, every document's sha256, package version
-    <generation>/vectors.faiss, <generation>/chunks.jsonl
+    <generation>/vectors.faiss, <generation>/chunks.jsonl, <generation>/bm25/ (`qa.bm25`)
 
 A build writes a new generation folder, then replaces manifest.json atomically (os.replace);
 a crash at any point leaves the previous manifest pointing at the previous, intact files.
@@ -35,11 +35,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa import __version__
+from qa.bm25 import BM25
 from qa.chunking import chunk_documents
 from qa.errors import IndexStoreError
 from qa.files import atomic_write_text
 from qa.types import Chunk, Document
+from qa.version import package_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,6 +168,11 @@ class Index:
     chunks: list[Chunk]
     faiss_index: Any
     path: Path | None = None  # the generation folder (BM25 is stored there too)
+
+    @property
+    def bm25_path(self) -> Path | None:
+        """Where this generation stores its BM25 index (None: held in memory, nothing stored)."""
+        return self.path / BM25_DIR if self.path is not None else None
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         k = min(k, len(self.chunks))
@@ -297,19 +303,11 @@ def load_current(folder: Path) -> Index | None:
         return load_index(folder, manifest) if manifest is not None else None
 
 
-def build_index(
-    folder: Path,
-    docs: list[Document],
-    embedder: EmbedderLike,
-    chunk_size: int,
-    chunk_overlap: int,
-    progress: bool = True,
-    previous: Index | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Index:
-    """`write_generation` as the only writer of `folder` (waiting for another build to finish)."""
+def build_index(folder: Path, *args: Any, log: Callable[[str], None] | None = None, **kwargs: Any) -> Index:
+    """`write_generation(folder, ...)`, with the same arguments, as the only writer of `folder`
+    (waiting, and saying so through `log`, while another build finishes)."""
     with writing(folder, log):
-        return write_generation(folder, docs, embedder, chunk_size, chunk_overlap, progress, previous)
+        return write_generation(folder, *args, **kwargs)
 
 
 def index_in_memory(
@@ -317,7 +315,7 @@ def index_in_memory(
     embedder: EmbedderLike,
     chunk_size: int,
     chunk_overlap: int,
-    progress: bool = False,
+    progress: bool = True,
     previous: Index | None = None,
 ) -> Index:
     """Chunk and embed the articles into an index held in memory; nothing is written anywhere.
@@ -356,7 +354,7 @@ def index_in_memory(
     faiss_index.add(vectors)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        package_version=__version__,
+        package_version=package_version(),
         embed_model=embedder.name,
         dimension=int(vectors.shape[1]),
         chunk_size=chunk_size,
@@ -370,20 +368,13 @@ def index_in_memory(
     return Index(manifest, chunks, faiss_index, None)
 
 
-def write_generation(
-    folder: Path,
-    docs: list[Document],
-    embedder: EmbedderLike,
-    chunk_size: int,
-    chunk_overlap: int,
-    progress: bool = True,
-    previous: Index | None = None,
-) -> Index:
-    """Build the index in memory (`index_in_memory`), write it as a new generation, then switch the
-    manifest to it atomically. The caller holds `writing(folder)`."""
+def write_generation(folder: Path, *args: Any, **kwargs: Any) -> Index:
+    """Build the index in memory (`index_in_memory(...)`, with the same arguments: the articles, the
+    embedder, the chunk size and overlap, `progress`, the `previous` index), write it as a new
+    generation, then switch the manifest to it atomically. The caller holds `writing(folder)`."""
     import faiss
 
-    built = index_in_memory(docs, embedder, chunk_size, chunk_overlap, progress, previous)
+    built = index_in_memory(*args, **kwargs)
     manifest, chunks = built.manifest, built.chunks
     staging: Path | None = None
     try:
@@ -394,7 +385,8 @@ def write_generation(
             for c in chunks:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
         faiss.write_index(built.faiss_index, str(staging / "vectors.faiss"))
-        save_bm25(staging / BM25_DIR, chunks)
+        # BM25 is stored with the vectors, so no process rebuilds it at warm-up.
+        BM25.build([c.text for c in chunks]).save(staging / BM25_DIR)
         _fsync_dir(staging)
         staging.rename(folder / manifest.generation)
         staging = None
@@ -427,17 +419,6 @@ def read_manifest_quietly(folder: Path) -> Manifest | None:
         return read_manifest(folder)
     except IndexStoreError:
         return None
-
-
-def save_bm25(path: Path, chunks: list[Chunk]) -> None:
-    """The BM25 index of the chunks, stored in the generation so no process rebuilds it at warm-up."""
-    import bm25s
-
-    from qa.retrieval import bm25_tokens
-
-    model = bm25s.BM25()
-    model.index([bm25_tokens(c.text) for c in chunks], show_progress=False)
-    model.save(str(path), show_progress=False)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,7 +3,8 @@
 The metric functions follow the official SQuAD v2.0 evaluation script: answers are
 normalised (lower case, no punctuation, no articles, single spaces), EM and F1 take the
 maximum over the gold answers, and "" stands for "no answer". `qa squad-eval`, `qa eval`,
-training's validation and the benchmarks all score through these functions.
+training's validation and the benchmarks all score through these functions. This module imports
+nothing from the package: everything else builds on it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import math
 import re
 import string
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from qa.squad import SquadExample
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -58,23 +55,6 @@ def gold_answers(answers: Sequence[str]) -> list[str]:
 def score_one(answers: Sequence[str], pred: str) -> tuple[float, float]:
     golds = gold_answers(answers)
     return max(compute_exact(g, pred) for g in golds), max(compute_f1(g, pred) for g in golds)
-
-
-def evaluate_predictions(examples: Sequence[SquadExample], preds: dict[str, str]) -> dict[str, float]:
-    """EM/F1 (percent) overall, HasAns and NoAns; a missing prediction counts as ""."""
-    groups: dict[str, list[tuple[float, float]]] = {"all": [], "HasAns": [], "NoAns": []}
-    for ex in examples:
-        em, f1 = score_one(ex.answers, preds.get(ex.id, ""))
-        groups["all"].append((em, f1))
-        groups["HasAns" if gold_answers(ex.answers) != [""] else "NoAns"].append((em, f1))
-    out: dict[str, float] = {}
-    for name, rows in groups.items():
-        prefix = "" if name == "all" else f"{name}_"
-        out[f"{prefix}total"] = len(rows)
-        if rows:
-            out[f"{prefix}exact"] = 100.0 * sum(r[0] for r in rows) / len(rows)
-            out[f"{prefix}f1"] = 100.0 * sum(r[1] for r in rows) / len(rows)
-    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -96,8 +96,6 @@ def cached_export(
     found = _read_meta(folder)
     if found is not None:
         return found
-    if log is not None:
-        log(f"Preparing the {kind} for ONNX Runtime (once per model; kept in {cache})...")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -105,7 +103,9 @@ def cached_export(
             f"cannot write the ONNX cache folder {folder} ({exc.strerror}); set QA_CACHE_DIR to a writable "
             "folder, or use the torch backend (--backend torch)"
         ) from exc
-    model, tokenizer = load()
+    model, tokenizer = load()  # first: a model that cannot load is its own one-line error
+    if log is not None:
+        log(f"Preparing the {kind} for ONNX Runtime (once per model; kept in {cache})...")
     try:
         _export(model, tokenizer, Path(model_dir), kind, folder)
     except Exception as exc:  # the exporter raises many types for what it cannot trace

@@ -44,8 +44,9 @@ class EmbedderLike(Protocol):
 
 @runtime_checkable
 class RetrieverLike(Protocol):
-    """Finds the k passages closest to each question, best first."""
+    """Finds the k passages closest to each question, best first; with `doc_id`, only passages of
+    that article, ranked 1, 2, … among themselves (the assistant's "only this article")."""
 
     def warm_up(self) -> None: ...
 
-    def retrieve(self, questions: list[str], k: int) -> list[list[Passage]]: ...
+    def retrieve(self, questions: list[str], k: int, doc_id: str | None = None) -> list[list[Passage]]: ...

@@ -32,6 +32,8 @@ from qa.onnx_models import pad
 if TYPE_CHECKING:
     import numpy as np
 
+    from qa.settings import Settings
+
 READER_CONFIG = "qa_reader.json"
 # The smallest window `qa train-reader --max-length` accepts; a reader never reads with less.
 MIN_MAX_LENGTH = 32
@@ -217,6 +219,12 @@ class Reader:
     @cached_property
     def settings(self) -> ReaderSettings:
         return ReaderSettings.load(self.model_name) if Path(self.model_name).is_dir() else ReaderSettings()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, log: Callable[[str], None] | None = None) -> Reader:
+        """The reader the settings name, run the way they say."""
+        s = settings
+        return cls(s.reader_model, dtype=s.reader_dtype, backend=s.backend, cache=s.cache_dir, log=log)
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, settings: ReaderSettings, device: str) -> Reader:

@@ -1,56 +1,35 @@
-"""Finding the chunks worth reading: dense (FAISS), BM25 (bm25s), or both fused by reciprocal rank."""
+"""Finding the chunks worth reading: dense (FAISS), BM25 (`qa.bm25`), or both fused by reciprocal rank."""
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qa.settings import RETRIEVAL_METHODS, check_retrieval
+from qa.bm25 import BM25
+from qa.settings import check_retrieval
 from qa.types import Passage
 
 if TYPE_CHECKING:
-    from qa.embedding import Embedder
     from qa.index import Index
+    from qa.protocols import EmbedderLike
 
-METHODS = RETRIEVAL_METHODS
 RRF_K = 60  # the constant from Cormack et al. (2009); dampens the weight of the very top ranks
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-# A short stop list: BM25's idf already discounts common words, this only keeps question
-# words ("what", "who") from matching every chunk that happens to contain them.
-_STOP_WORDS = (
-    "a an and are as at be by did do does for from has have how in is it its of on or that the this to was "
-    "were what when where which who whom whose why will with"
-)
-_STOP = frozenset(_STOP_WORDS.split())
-
-
-def bm25_tokens(text: str) -> list[str]:
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
 
 
 class Retriever:
-    def __init__(self, index: Index, embedder: Embedder, method: str = "hybrid") -> None:
+    """Meets `qa.protocols.RetrieverLike` over an index and an embedder."""
+
+    def __init__(self, index: Index, embedder: EmbedderLike, method: str = "hybrid") -> None:
         check_retrieval(method)
         self.index = index
         self.embedder = embedder
         self.method = method
-        self._bm25: Any = None
+        self._bm25: BM25 | None = None
 
-    def _bm25_index(self) -> Any:
+    def _bm25_index(self) -> BM25:
         if self._bm25 is None:
-            import bm25s
-
-            stored = self.index.path / "bm25" if self.index.path is not None else None
-            model = None
-            if stored is not None and stored.is_dir():
-                try:
-                    model = bm25s.BM25.load(str(stored), show_progress=False)
-                except (OSError, ValueError, KeyError):
-                    model = None  # an index from before BM25 was stored, or a damaged copy: rebuild in memory
-            if model is None:
-                model = bm25s.BM25()
-                model.index([bm25_tokens(c.text) for c in self.index.chunks], show_progress=False)
-            self._bm25 = model
+            # The copy stored with the index; an index held in memory, one from before BM25 was
+            # stored, or a damaged copy: built in memory.
+            self._bm25 = BM25.load_or_build(self.index.bm25_path, [c.text for c in self.index.chunks])
         return self._bm25
 
     def warm_up(self) -> None:
@@ -62,29 +41,24 @@ class Retriever:
         return self.index.search(self.embedder.encode_queries(questions), k)
 
     def bm25(self, questions: list[str], k: int) -> list[list[tuple[int, float]]]:
-        model = self._bm25_index()
-        k = min(k, len(self.index.chunks))
-        out = []
-        for q in questions:
-            tokens = bm25_tokens(q)
-            if not tokens:
-                out.append([])
-                continue
-            ids, scores = model.retrieve([tokens], k=k, show_progress=False)
-            out.append([(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0])
-        return out
+        return self._bm25_index().search(questions, k)
 
-    def retrieve(self, questions: list[str], k: int) -> list[list[Passage]]:
+    def retrieve(self, questions: list[str], k: int, doc_id: str | None = None) -> list[list[Passage]]:
+        """The k closest chunks a question, best first; with `doc_id`, only that article's (every
+        chunk is ranked, then the article's own are kept and ranked 1, 2, …)."""
+        depth = k if doc_id is None else len(self.index.chunks)
         if self.method == "dense":
-            ranked = self.dense(questions, k)
+            ranked = self.dense(questions, depth)
         elif self.method == "bm25":
-            ranked = self.bm25(questions, k)
+            ranked = self.bm25(questions, depth)
         else:
-            depth = max(k * 2, 10)
+            wide = max(depth * 2, 10)
             ranked = [
-                rrf([d, b], k) for d, b in zip(self.dense(questions, depth), self.bm25(questions, depth), strict=True)
+                rrf([d, b], depth) for d, b in zip(self.dense(questions, wide), self.bm25(questions, wide), strict=True)
             ]
         chunks = self.index.chunks
+        if doc_id is not None:
+            ranked = [[(i, score) for i, score in row if chunks[i].doc_id == doc_id][:k] for row in ranked]
         return [[Passage(chunks[i], score, rank) for rank, (i, score) in enumerate(row, 1)] for row in ranked]
 
 

@@ -1,23 +1,28 @@
-"""SQuAD v2.0 data, reader-only prediction (`qa squad-predict`), threshold and calibration choice.
+"""SQuAD v2.0 data: loading it, reader-only prediction (`qa squad-predict`), and scoring predictions
+(`qa squad-eval`) as the official script does.
 
-The metrics themselves (official SQuAD v2.0 EM/F1) live in `qa.metrics`.
+The metrics themselves (official SQuAD v2.0 EM/F1) live in `qa.metrics`; choosing the reader's null
+threshold and calibration from these predictions lives in `qa.calibration`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qa.calibration import Calibration, apply_threshold
 from qa.errors import InputError
-from qa.files import OutputFile
-from qa.metrics import score_one
+from qa.files import OutputFile, read_json
+from qa.metrics import gold_answers, score_one
 
 if TYPE_CHECKING:
-    from qa.reader import Reader
+    from qa.protocols import ReaderLike
+    from qa.reader import Span
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,11 @@ class SquadExample:
 
 def load_squad(path: str | Path, titles: Iterable[str] | None = None) -> list[SquadExample]:
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"SQuAD file {path} does not exist; pass a SQuAD v2.0 JSON file") from exc
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read {path} as SQuAD JSON ({exc}); pass a SQuAD v2.0 JSON file") from exc
+    raw = read_json(
+        path,
+        InputError(f"SQuAD file {path} does not exist; pass a SQuAD v2.0 JSON file"),
+        lambda exc: InputError(f"cannot read {path} as SQuAD JSON ({exc}); pass a SQuAD v2.0 JSON file"),
+    )
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise InputError(f"{path} has no 'data' list; pass a SQuAD v2.0 JSON file")
     wanted = set(titles) if titles is not None else None
@@ -59,11 +63,6 @@ def load_squad(path: str | Path, titles: Iterable[str] | None = None) -> list[Sq
     return examples
 
 
-def squad_titles(path: str | Path) -> list[str]:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [a.get("title", "") for a in raw["data"]]
-
-
 # --- reader-only prediction ---------------------------------------------------------------
 
 
@@ -75,97 +74,135 @@ class SquadPrediction:
 
 
 def predict_spans(
-    reader: Reader, examples: Sequence[SquadExample], batch_questions: int = 64, progress: bool = True
+    reader: ReaderLike,
+    examples: Sequence[SquadExample],
+    batch_questions: int = 64,
+    progress: bool = True,
+    others: int = 0,
+    seed: int = 0,
 ) -> list[SquadPrediction]:
     """The best span of every question read against its own paragraph (no retrieval).
 
     Decoded by `qa.decode.decode`, as the assistant decodes, with each paragraph as a one-chunk
     document; the best span is kept even below the threshold, so thresholds can be chosen later.
+    With `others`, each question is also read against that many other paragraphs of its article
+    (drawn with `seed`), as the assistant reads several retrieved chunks, and the best span over
+    all of them is kept.
     """
     from tqdm import tqdm
 
-    from qa.calibration import Calibration
-    from qa.decode import decode
-    from qa.types import Chunk, Document, Passage
-
     calibration = Calibration.from_reader_settings(reader.settings)  # the gap threshold is applied later
+    contexts = paragraphs_to_read(examples, others, seed)
     out: list[SquadPrediction] = []
     bar = tqdm(total=len(examples), desc="predict", unit="q", disable=not progress)
     for i in range(0, len(examples), batch_questions):
-        part = examples[i : i + batch_questions]
-        spans = reader.read([ex.question for ex in part], [ex.context for ex in part], n_best=1)
-        for ex, found in zip(part, spans, strict=True):
-            doc = Document(ex.id, "", ex.context, "")
-            passage = Passage(Chunk(ex.id, 0, 0, len(ex.context), ex.context), 1.0, 1)
-            sentences = {ex.id: [(0, len(ex.context))]}
-            decoded = decode(ex.question, [(s, passage) for s in found], {ex.id: doc}, sentences, calibration)
-            best = decoded.answers[0] if decoded.answers else decoded.closest
-            out.append(SquadPrediction(ex.id, best.text if best else "", decoded.best_gap))
+        part = range(i, min(i + batch_questions, len(examples)))
+        pairs = [(n, j) for n in part for j in range(len(contexts[n]))]
+        spans = reader.read([examples[n].question for n, _ in pairs], [contexts[n][j] for n, j in pairs], n_best=1)
+        found: dict[int, list[tuple[int, list[Span]]]] = {n: [] for n in part}
+        for (n, j), pair_spans in zip(pairs, spans, strict=True):
+            found[n].append((j, pair_spans))
+        out.extend(_best_span(examples[n], contexts[n], found[n], calibration) for n in part)
         bar.update(len(part))
     bar.close()
     return out
 
 
-def apply_threshold(preds: Sequence[SquadPrediction], threshold: float) -> dict[str, str]:
-    from qa.reader import ReaderSettings
-
-    rule = ReaderSettings(null_threshold=threshold)
-    return {p.id: p.text if rule.confident(p.gap) else "" for p in preds}
-
-
-def best_threshold(examples: Sequence[SquadExample], preds: Sequence[SquadPrediction]) -> tuple[float, float]:
-    """The null threshold that maximises overall F1, and that F1 (percent).
-
-    Answer when gap > threshold: sweeping the sorted gaps, each step flips one question
-    from "no answer" to its span, so every candidate is scored in one pass.
-    """
-    by_id = {ex.id: ex for ex in examples}
-    rows = []
-    for p in preds:
-        golds = by_id[p.id].answers
-        rows.append((p.gap, score_one(golds, p.text)[1], score_one(golds, "")[1]))
-    rows.sort(key=lambda r: -r[0])
-    total = sum(r[2] for r in rows)  # everything abstains
-    best_total, best_t = total, rows[0][0] + 1.0 if rows else 0.0
-    for j, (gap, f1_span, f1_null) in enumerate(rows):
-        total += f1_span - f1_null
-        next_gap = rows[j + 1][0] if j + 1 < len(rows) else gap - 2.0
-        if total > best_total and math.isfinite(gap):
-            best_total = total
-            best_t = (gap + next_gap) / 2 if math.isfinite(next_gap) else gap - 1.0
-    return best_t, 100.0 * best_total / max(len(rows), 1)
+def paragraphs_to_read(examples: Sequence[SquadExample], others: int, seed: int) -> list[list[str]]:
+    """Each question's own paragraph, then up to `others` other paragraphs of its article."""
+    if others <= 0:
+        return [[ex.context] for ex in examples]
+    rng = random.Random(seed)
+    by_title: dict[str, list[str]] = {}
+    for ex in examples:
+        seen = by_title.setdefault(ex.title, [])
+        if ex.context not in seen:
+            seen.append(ex.context)
+    out = []
+    for ex in examples:
+        pool = [c for c in by_title[ex.title] if c != ex.context]
+        out.append([ex.context, *rng.sample(pool, min(others, len(pool)))])
+    return out
 
 
-def fit_calibration(examples: Sequence[SquadExample], preds: Sequence[SquadPrediction]) -> tuple[float, float]:
-    """Platt scaling: P(span is right) = sigmoid(a * gap + b), fitted by Newton's method.
+def _best_span(
+    ex: SquadExample, contexts: list[str], found: list[tuple[int, list[Span]]], calibration: Calibration
+) -> SquadPrediction:
+    """Decode one question's spans over its paragraphs (each a one-chunk document) into its prediction."""
+    from qa.decode import decode
+    from qa.types import Chunk, Document, Passage
 
-    "Right" is the span's F1 against the gold (0 for an unanswerable question), so the score
-    reads as how likely the shown span is the answer.
-    """
-    import numpy as np
+    documents: dict[str, Document] = {}
+    sentences: dict[str, list[tuple[int, int]]] = {}
+    candidates: list[tuple[Span, Passage]] = []
+    for j, pair_spans in found:
+        doc_id = ex.id if j == 0 else f"{ex.id}#{j}"
+        ctx = contexts[j]
+        documents[doc_id] = Document(doc_id, "", ctx, "")
+        sentences[doc_id] = [(0, len(ctx))]
+        passage = Passage(Chunk(doc_id, 0, 0, len(ctx), ctx), 1.0, 1)
+        candidates.extend((s, passage) for s in pair_spans)
+    decoded = decode(ex.question, candidates, documents, sentences, calibration)
+    best = decoded.answers[0] if decoded.answers else decoded.closest
+    return SquadPrediction(ex.id, best.text if best else "", decoded.best_gap)
 
-    by_id = {ex.id: ex for ex in examples}
-    x = np.array([p.gap for p in preds if math.isfinite(p.gap)], dtype=np.float64)
-    y = np.array(
-        [
-            score_one(by_id[p.id].answers, p.text)[1] if by_id[p.id].answers else 0.0
-            for p in preds
-            if math.isfinite(p.gap)
-        ]
-    )
-    if len(x) < 2:
-        return 1.0, 0.0
-    w = np.zeros(2)
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        grad = design.T @ (p - y)
-        hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return float(w[0]), float(w[1])
+
+def predict_to_file(
+    make_reader: Callable[[], ReaderLike],
+    examples: Sequence[SquadExample],
+    out: OutputFile,
+    threshold: float | None = None,
+) -> tuple[float, float]:
+    """`qa squad-predict`: load the reader, predict every question, write {id: answer or ""} to `out`
+    (checked before the work; left as it was on any failure). Returns the null threshold applied
+    (`threshold`, else the reader's own) and the questions answered per second."""
+    try:
+        reader = make_reader()
+        reader.warm_up()
+        started = time.perf_counter()
+        spans = predict_spans(reader, examples)
+        seconds = time.perf_counter() - started
+        t = reader.settings.null_threshold if threshold is None else threshold
+        write_predictions(out, apply_threshold(spans, t, reader.settings))
+    finally:
+        if not out.closed:
+            out.discard()
+    return t, len(examples) / max(seconds, 1e-9)
+
+
+# --- scoring (`qa squad-eval`) -------------------------------------------------------------
+
+
+def evaluate_predictions(examples: Sequence[SquadExample], preds: dict[str, str]) -> dict[str, float]:
+    """EM/F1 (percent) overall, HasAns and NoAns; a missing prediction counts as ""."""
+    groups: dict[str, list[tuple[float, float]]] = {"all": [], "HasAns": [], "NoAns": []}
+    for ex in examples:
+        em, f1 = score_one(ex.answers, preds.get(ex.id, ""))
+        groups["all"].append((em, f1))
+        groups["HasAns" if gold_answers(ex.answers) != [""] else "NoAns"].append((em, f1))
+    out: dict[str, float] = {}
+    for name, rows in groups.items():
+        prefix = "" if name == "all" else f"{name}_"
+        out[f"{prefix}total"] = len(rows)
+        if rows:
+            out[f"{prefix}exact"] = 100.0 * sum(r[0] for r in rows) / len(rows)
+            out[f"{prefix}f1"] = 100.0 * sum(r[1] for r in rows) / len(rows)
+    return out
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    """The figures of `evaluate_predictions` as `qa squad-eval` prints them: one row per group."""
+    lines = [f"{'':8} {'count':>6} {'EM':>7} {'F1':>7}"]
+    for name, prefix in (("overall", ""), ("HasAns", "HasAns_"), ("NoAns", "NoAns_")):
+        if scores.get(f"{prefix}total"):
+            lines.append(
+                f"{name:8} {int(scores[prefix + 'total']):>6} {scores[prefix + 'exact']:>7.2f} "
+                f"{scores[prefix + 'f1']:>7.2f}"
+            )
+    return "\n".join(lines)
+
+
+# --- files ---------------------------------------------------------------------------------
 
 
 def write_predictions(out: str | Path | OutputFile, preds: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ import tempfile
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -25,86 +26,25 @@ from qa.errors import InputError, QAError
 from qa.handlers import (
     ALL_ARTICLES,
     ANSWER_LABEL,
-    MAX_BATCH_QUESTIONS,
     MAX_TOP_K,
     MAX_UPLOAD_BYTES,
-    UPLOAD_SUFFIXES,
     ArticleView,
-    AskView,
-    BatchView,
     SessionArticles,
-    answer_rows,
+    Visit,
     answers_markdown,
-    ask_handler,
     asking_markdown,
-    batch_handler,
-    batch_summary,
-    check_uploaded,
-    error_message,
-    highlight_value,
-    md_escape,
     parse_min_confidence,
     parse_top_k,
-    passage_rows,
     passages_markdown,
     read_checked_upload,
-    read_upload,
-    render_result,
     resolve_doc,
-    sentence_markdown,
     session_ask_handler,
     session_batch_handler,
-    unexpected_message,
-    upload_path,
     use_article_handler,
     use_server_handler,
-    write_downloads,
 )
 from qa.types import RECORD_FIELDS
 from qa.upload_guard import UploadedFiles, UploadGuard
-
-# The handlers are part of this module's interface (tests and callers use web.ask_handler, …).
-__all__ = [
-    "ALL_ARTICLES",
-    "ANSWER_LABEL",
-    "MAX_BATCH_QUESTIONS",
-    "MAX_TOP_K",
-    "MAX_UPLOAD_BYTES",
-    "UPLOAD_SUFFIXES",
-    "ArticleView",
-    "AskView",
-    "BatchView",
-    "SessionArticles",
-    "answer_rows",
-    "answers_markdown",
-    "api_ask",
-    "api_batch",
-    "ask_handler",
-    "asking_markdown",
-    "batch_handler",
-    "batch_summary",
-    "build_app",
-    "check_uploaded",
-    "error_message",
-    "highlight_value",
-    "md_escape",
-    "parse_top_k",
-    "passage_rows",
-    "passages_markdown",
-    "read_checked_upload",
-    "read_upload",
-    "render_result",
-    "resolve_doc",
-    "sentence_markdown",
-    "serve",
-    "session_ask_handler",
-    "session_batch_handler",
-    "unexpected_message",
-    "upload_path",
-    "use_article_handler",
-    "use_server_handler",
-    "write_downloads",
-]
 
 if TYPE_CHECKING:
     from qa.assistant import Assistant
@@ -112,9 +52,11 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-# share between threads, and on a small CPU machine parallel runs only slow each other down.
-# Gradio's queue lets many people wait for this slot, each getting their own answer.
+# Events that run the models take one slot: the loaded models are one, and on a small CPU machine
+# parallel runs only slow each other down. Gradio's queue lets many people wait for this slot,
+# each getting their own answer.
 CONCURRENCY_ID = "assistant"
+MODEL_EVENTS: dict[str, Any] = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
 
 EXAMPLES: dict[str, list[str]] = {
     "pentagon-ukraine-long-range-strikes.txt": [
@@ -230,8 +172,6 @@ def build_app(
     The API endpoints always ask the server's articles.
     """
     doc_ids = sorted(assistant.documents)
-    examples = [q for d in doc_ids for q in EXAMPLES.get(d, [])]
-    model_events: dict[str, Any] = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
     # Only files that came in through the upload route are read (see qa.upload_guard); `app` is
     # bound below, before any request can arrive.
     uploaded = UploadedFiles(lambda: app.upload_file_set)
@@ -248,184 +188,228 @@ def build_app(
         # The name of this tab's own article while it asks one (None: the server's articles). The
         # article itself is in `held`, which is bounded; this says what the tab expects, so that a
         # dropped article is reported rather than silently replaced by the server's.
-        own = gr.State(None)
-        asking = gr.Markdown(asking_markdown(None), elem_id="asking")
-        with gr.Accordion("Settings", open=False), gr.Row():
-            top_k = gr.Slider(1, MAX_TOP_K, value=1, step=1, label="Answers to show (top-k)", elem_id="top-k")
-            min_confidence = gr.Slider(
-                0.0,
-                1.0,
-                value=round(assistant.min_confidence, 2),
-                step=0.01,
-                label="Minimum confidence",
-                info=CONFIDENCE_HELP,
-                elem_id="min-confidence",
-            )
-            doc = gr.Dropdown(
-                [ALL_ARTICLES, *doc_ids],
-                value=ALL_ARTICLES,
-                label="Article",
-                visible=len(doc_ids) > 1,  # one article: nothing to choose
-                elem_id="doc",
-            )
-
+        page = SimpleNamespace(own=gr.State(None), asking=gr.Markdown(asking_markdown(None), elem_id="asking"))
+        _settings_row(page, assistant, doc_ids)
         with gr.Tabs():
-            with gr.Tab("Ask", id="ask"):
-                with gr.Row(equal_height=True):
-                    question = gr.Textbox(
-                        label="Question",
-                        placeholder="Ask something the article says, then press Enter",
-                        lines=1,
-                        max_lines=1,
-                        scale=5,
-                        autofocus=True,
-                        elem_id="question",
-                    )
-                    ask_button = gr.Button("Ask", variant="primary", scale=1, elem_id="ask-button")
-                if examples:
-                    gr.Examples(examples, inputs=[question], label="Examples (click one, then Ask)")
-                status = gr.Markdown(elem_id="status")
-                citation = gr.Markdown(elem_id="citation")
-                article = gr.HighlightedText(
-                    label="The article",
-                    show_legend=False,
-                    show_inline_category=False,
-                    combine_adjacent=False,
-                    color_map={ANSWER_LABEL: "#facc15"},
-                    interactive=False,
-                    visible=False,
-                    elem_id="article",
-                )
-                with gr.Accordion("Other answers", open=True, visible=False, elem_id="others-box") as others_box:
-                    others = gr.Markdown(elem_id="others")
-                with gr.Accordion("Retrieved passages", open=False, elem_id="passages-box") as passages_box:
-                    passages = gr.Markdown(elem_id="passages")
-
-            with gr.Tab("Batch", id="batch"):
-                gr.Markdown(BATCH_HELP)
-                upload = gr.File(label="Questions file (.csv, .jsonl or .txt)", type="filepath", elem_id="upload")
-                batch_button = gr.Button("Answer all", variant="primary", elem_id="batch-button")
-                batch_status = gr.Markdown(elem_id="batch-status")
-                table = gr.Dataframe(
-                    headers=list(RECORD_FIELDS),
-                    interactive=False,
-                    wrap=True,
-                    # Fit all of `qa batch`'s columns on screen; the long ones wrap.
-                    column_widths=["5%", "17%", "12%", "6%", "6%", "7%", "11%", "6%", "19%", "11%"],
-                    elem_id="batch-table",
-                )
-                downloads = gr.File(
-                    label="Download the results", file_count="multiple", interactive=False, elem_id="downloads"
-                )
-
-            with gr.Tab("Your article", id="own"):
-                gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP))
-                own_text = gr.Textbox(
-                    label="Paste an article",
-                    placeholder="Paste the article's text here",
-                    lines=8,
-                    max_lines=20,
-                    elem_id="own-text",
-                )
-                own_upload = gr.File(
-                    label=f"…or upload one (.txt or .md, UTF-8, up to {ARTICLE_CAP})",
-                    type="filepath",
-                    elem_id="own-upload",
-                )
-                with gr.Row():
-                    use_button = gr.Button("Use this article", variant="primary", elem_id="use-article")
-                    server_button = gr.Button("Use the server's articles", elem_id="use-server")
-                own_status = gr.Markdown(elem_id="own-status")
-
-        def on_ask(q: str, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
-            view = session_ask_handler(assistant, held, request.session_hash, mine, q, k, d, m)
-            return (
-                view.status,
-                view.citation,
-                gr.update(value=view.highlight, label=view.highlight_label, visible=view.highlight is not None),
-                gr.update(visible=bool(view.others)),
-                answers_markdown(view.others),
-                # An abstention's evidence is its closest passages: show them without a click.
-                gr.update(open=view.abstained),
-                passages_markdown(view.passages),
-            )
-
-        gr.on(
-            triggers=[ask_button.click, question.submit],
-            fn=on_ask,
-            inputs=[question, top_k, doc, min_confidence, own],
-            outputs=[status, citation, article, others_box, others, passages_box, passages],
-            api_visibility="private",  # gradio_client uses /ask below, which returns plain JSON
-            show_progress="minimal",
-            **model_events,
-        )
-
-        def on_batch(
-            f: str | None, k: float, d: str, m: float, mine: str | None, request: gr.Request
-        ) -> tuple[Any, ...]:
-            view = session_batch_handler(assistant, held, request.session_hash, mine, f, k, d, out_dir, uploaded, m)
-            return view.status, view.rows or None, view.files or None
-
-        batch_button.click(
-            on_batch,
-            inputs=[upload, top_k, doc, min_confidence, own],
-            outputs=[batch_status, table, downloads],
-            api_visibility="private",
-            **model_events,
-        )
-
-        def show_articles(view: ArticleView) -> tuple[Any, ...]:
-            return (
-                view.status,
-                view.own,
-                asking_markdown(view.own),
-                gr.update() if view.min_confidence is None else gr.update(value=round(view.min_confidence, 2)),
-                # The article choice is among the server's articles: hidden while the tab asks its own.
-                gr.update(visible=view.own is None and len(doc_ids) > 1),
-            )
-
-        def on_use(text: str | None, f: str | None, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
-            return show_articles(
-                use_article_handler(assistant, held, request.session_hash, text, f, mine, uploaded=uploaded)
-            )
-
-        def on_server(request: gr.Request) -> tuple[Any, ...]:
-            return show_articles(use_server_handler(assistant, held, request.session_hash))
-
-        article_outputs = [own_status, own, asking, min_confidence, doc]
-        # Indexing embeds the article with the shared embedder: one model user at a time, as for questions.
-        use_button.click(
-            on_use,
-            inputs=[own_text, own_upload, own],
-            outputs=article_outputs,
-            api_visibility="private",
-            **model_events,
-        )
-        server_button.click(on_server, outputs=article_outputs, api_visibility="private")
-
-        def drop_article(request: gr.Request) -> None:
-            held.drop(request.session_hash)  # the tab was closed or reloaded: its article goes with it
-
-        app.unload(drop_article)
-
-        # The API's signatures stay as they were (Gradio's HTTP routes need every argument, so a
-        # new one would break clients that send three); it answers at the server's minimum
-        # confidence (`qa serve --min-confidence P`).
-        def ask(question: str, top_k: int = 1, doc_id: str | None = None) -> dict:
-            """Answer one question: the same JSON object as `qa ask --json`."""
-            return api_ask(assistant, question, top_k, doc_id)
-
-        def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
-            """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
-            return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
-
-        gr.api(ask, api_name="ask", **model_events)
-        gr.api(batch, api_name="batch", **model_events)
+            _ask_tab(page, [q for d in doc_ids for q in EXAMPLES.get(d, [])])
+            _batch_tab(page)
+            _own_tab(page)
+        _wire_ask(page, assistant, held)
+        _wire_batch(page, assistant, held, out_dir, uploaded)
+        _wire_own(app, page, assistant, held, uploaded, several=len(doc_ids) > 1)
+        _api(assistant, uploaded)
 
     app.queue(default_concurrency_limit=1, max_size=256)
     if own_downloads is not None:
         weakref.finalize(app, own_downloads.cleanup)  # the folder lives exactly as long as the page
     return app
+
+
+def _settings_row(page: SimpleNamespace, assistant: Assistant, doc_ids: list[str]) -> None:
+    with gr.Accordion("Settings", open=False), gr.Row():
+        page.top_k = gr.Slider(1, MAX_TOP_K, value=1, step=1, label="Answers to show (top-k)", elem_id="top-k")
+        page.min_confidence = gr.Slider(
+            0.0,
+            1.0,
+            value=round(assistant.min_confidence, 2),
+            step=0.01,
+            label="Minimum confidence",
+            info=CONFIDENCE_HELP,
+            elem_id="min-confidence",
+        )
+        page.doc = gr.Dropdown(
+            [ALL_ARTICLES, *doc_ids],
+            value=ALL_ARTICLES,
+            label="Article",
+            visible=len(doc_ids) > 1,  # one article: nothing to choose
+            elem_id="doc",
+        )
+
+
+def _ask_tab(page: SimpleNamespace, examples: list[str]) -> None:
+    with gr.Tab("Ask", id="ask"):
+        with gr.Row(equal_height=True):
+            page.question = gr.Textbox(
+                label="Question",
+                placeholder="Ask something the article says, then press Enter",
+                lines=1,
+                max_lines=1,
+                scale=5,
+                autofocus=True,
+                elem_id="question",
+            )
+            page.ask_button = gr.Button("Ask", variant="primary", scale=1, elem_id="ask-button")
+        if examples:
+            gr.Examples(examples, inputs=[page.question], label="Examples (click one, then Ask)")
+        page.status = gr.Markdown(elem_id="status")
+        page.citation = gr.Markdown(elem_id="citation")
+        page.article = gr.HighlightedText(
+            label="The article",
+            show_legend=False,
+            show_inline_category=False,
+            combine_adjacent=False,
+            color_map={ANSWER_LABEL: "#facc15"},
+            interactive=False,
+            visible=False,
+            elem_id="article",
+        )
+        with gr.Accordion("Other answers", open=True, visible=False, elem_id="others-box") as page.others_box:
+            page.others = gr.Markdown(elem_id="others")
+        with gr.Accordion("Retrieved passages", open=False, elem_id="passages-box") as page.passages_box:
+            page.passages = gr.Markdown(elem_id="passages")
+
+
+def _batch_tab(page: SimpleNamespace) -> None:
+    with gr.Tab("Batch", id="batch"):
+        gr.Markdown(BATCH_HELP)
+        page.upload = gr.File(label="Questions file (.csv, .jsonl or .txt)", type="filepath", elem_id="upload")
+        page.batch_button = gr.Button("Answer all", variant="primary", elem_id="batch-button")
+        page.batch_status = gr.Markdown(elem_id="batch-status")
+        page.table = gr.Dataframe(
+            headers=list(RECORD_FIELDS),
+            interactive=False,
+            wrap=True,
+            # Fit all of `qa batch`'s columns on screen; the long ones wrap.
+            column_widths=["5%", "17%", "12%", "6%", "6%", "7%", "11%", "6%", "19%", "11%"],
+            elem_id="batch-table",
+        )
+        page.downloads = gr.File(
+            label="Download the results", file_count="multiple", interactive=False, elem_id="downloads"
+        )
+
+
+def _own_tab(page: SimpleNamespace) -> None:
+    with gr.Tab("Your article", id="own"):
+        gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP))
+        page.own_text = gr.Textbox(
+            label="Paste an article",
+            placeholder="Paste the article's text here",
+            lines=8,
+            max_lines=20,
+            elem_id="own-text",
+        )
+        page.own_upload = gr.File(
+            label=f"…or upload one (.txt or .md, UTF-8, up to {ARTICLE_CAP})",
+            type="filepath",
+            elem_id="own-upload",
+        )
+        with gr.Row():
+            page.use_button = gr.Button("Use this article", variant="primary", elem_id="use-article")
+            page.server_button = gr.Button("Use the server's articles", elem_id="use-server")
+        page.own_status = gr.Markdown(elem_id="own-status")
+
+
+def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles) -> None:
+    def on_ask(q: str, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+        view = session_ask_handler(Visit(assistant, held, request.session_hash, mine), q, k, d, m)
+        return (
+            view.status,
+            view.citation,
+            gr.update(value=view.highlight, label=view.highlight_label, visible=view.highlight is not None),
+            gr.update(visible=bool(view.others)),
+            answers_markdown(view.others),
+            # An abstention's evidence is its closest passages: show them without a click.
+            gr.update(open=view.abstained),
+            passages_markdown(view.passages),
+        )
+
+    gr.on(
+        triggers=[page.ask_button.click, page.question.submit],
+        fn=on_ask,
+        inputs=[page.question, page.top_k, page.doc, page.min_confidence, page.own],
+        outputs=[
+            page.status,
+            page.citation,
+            page.article,
+            page.others_box,
+            page.others,
+            page.passages_box,
+            page.passages,
+        ],
+        api_visibility="private",  # gradio_client uses /ask below, which returns plain JSON
+        show_progress="minimal",
+        **MODEL_EVENTS,
+    )
+
+
+def _wire_batch(
+    page: SimpleNamespace,
+    assistant: Assistant,
+    held: SessionArticles,
+    out_dir: Path,
+    uploaded: Callable[[object], bool],
+) -> None:
+    def on_batch(f: str | None, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+        visit = Visit(assistant, held, request.session_hash, mine)
+        view = session_batch_handler(visit, f, k, d, out_dir=out_dir, uploaded=uploaded, min_confidence=m)
+        return view.status, view.rows or None, view.files or None
+
+    page.batch_button.click(
+        on_batch,
+        inputs=[page.upload, page.top_k, page.doc, page.min_confidence, page.own],
+        outputs=[page.batch_status, page.table, page.downloads],
+        api_visibility="private",
+        **MODEL_EVENTS,
+    )
+
+
+def _wire_own(
+    app: gr.Blocks,
+    page: SimpleNamespace,
+    assistant: Assistant,
+    held: SessionArticles,
+    uploaded: Callable[[object], bool],
+    several: bool,
+) -> None:
+    def show_articles(view: ArticleView) -> tuple[Any, ...]:
+        return (
+            view.status,
+            view.own,
+            asking_markdown(view.own),
+            gr.update() if view.min_confidence is None else gr.update(value=round(view.min_confidence, 2)),
+            # The article choice is among the server's articles: hidden while the tab asks its own.
+            gr.update(visible=view.own is None and several),
+        )
+
+    def on_use(text: str | None, f: str | None, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+        return show_articles(
+            use_article_handler(assistant, held, request.session_hash, text, f, mine, uploaded=uploaded)
+        )
+
+    def on_server(request: gr.Request) -> tuple[Any, ...]:
+        return show_articles(use_server_handler(assistant, held, request.session_hash))
+
+    outputs = [page.own_status, page.own, page.asking, page.min_confidence, page.doc]
+    # Indexing embeds the article with the shared embedder: one model user at a time, as for questions.
+    page.use_button.click(
+        on_use,
+        inputs=[page.own_text, page.own_upload, page.own],
+        outputs=outputs,
+        api_visibility="private",
+        **MODEL_EVENTS,
+    )
+    page.server_button.click(on_server, outputs=outputs, api_visibility="private")
+
+    def drop_article(request: gr.Request) -> None:
+        held.drop(request.session_hash)  # the tab was closed or reloaded: its article goes with it
+
+    app.unload(drop_article)
+
+
+def _api(assistant: Assistant, uploaded: Callable[[object], bool]) -> None:
+    # The API's signatures stay as they were (Gradio's HTTP routes need every argument, so a
+    # new one would break clients that send three); it answers at the server's minimum
+    # confidence (`qa serve --min-confidence P`).
+    def ask(question: str, top_k: int = 1, doc_id: str | None = None) -> dict:
+        """Answer one question: the same JSON object as `qa ask --json`."""
+        return api_ask(assistant, question, top_k, doc_id)
+
+    def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
+        """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
+        return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
+
+    gr.api(ask, api_name="ask", **MODEL_EVENTS)
+    gr.api(batch, api_name="batch", **MODEL_EVENTS)
 
 
 def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True) -> gr.Blocks:

@@ -1,7 +1,8 @@
 """Pure-Python stand-ins for the models, for tests where the models are not under test.
 
-They meet `qa.protocols` (ReaderLike, EmbedderLike), so an `Assistant` built with them runs the
-real pipeline (documents, chunking, FAISS index, retrieval, decoding, citations) in milliseconds.
+They meet `qa.protocols` (ReaderLike, EmbedderLike, RetrieverLike), so an `Assistant` built with
+them runs the real pipeline (documents, chunking, FAISS index, retrieval, decoding, citations) in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import numpy as np
 
 from qa.reader import ReaderSettings, Span
+from qa.types import Chunk, Passage
 
 _WORD = re.compile(r"\w+")
 
@@ -70,3 +72,20 @@ class FakeEmbedder:
 
     def warm_up_queries(self) -> None:
         pass
+
+
+class FakeRetriever:
+    """Retrieves the chunks it was given, in their order (only `doc_id`'s when asked), the same for
+    every question; records each call's k and doc_id."""
+
+    def __init__(self, chunks: list[Chunk]) -> None:
+        self.chunks = chunks
+        self.calls: list[tuple[int, str | None]] = []
+
+    def warm_up(self) -> None:
+        pass
+
+    def retrieve(self, questions: list[str], k: int, doc_id: str | None = None) -> list[list[Passage]]:
+        self.calls.append((k, doc_id))
+        kept = [c for c in self.chunks if doc_id is None or c.doc_id == doc_id][:k]
+        return [[Passage(c, 1.0 / rank, rank) for rank, c in enumerate(kept, 1)] for _ in questions]

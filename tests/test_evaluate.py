@@ -23,11 +23,10 @@ from qa.evaluate import (
     load_gold,
     make_record,
     parse_gold,
-    percentile,
     recall_at,
     summarize,
-    with_retrieval,
 )
+from qa.metrics import percentile
 from qa.types import Answer, Chunk, Document, Passage, Result
 
 DOC_TEXT = (
@@ -253,11 +252,11 @@ def test_evaluate_with_real_models(assistant, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_with_retrieval_shares_models(assistant) -> None:
-    other = with_retrieval(assistant, "bm25" if assistant.retrieval != "bm25" else "dense")
+    other = assistant.with_retrieval("bm25" if assistant.retrieval != "bm25" else "dense")
     assert other.retrieval != assistant.retrieval
     assert other.reader is assistant.reader and other.embedder is assistant.embedder
     assert other.index_dir == assistant.index_dir and other.passages == assistant.passages
-    assert with_retrieval(assistant, assistant.retrieval) is assistant
+    assert assistant.with_retrieval(assistant.retrieval) is assistant
 
 
 @pytest.mark.slow

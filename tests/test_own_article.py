@@ -26,6 +26,7 @@ from qa.files import OutputFile
 from qa.handlers import (
     PASTED_NAME,
     SessionArticles,
+    Visit,
     session_ask_handler,
     session_batch_handler,
     use_article_handler,
@@ -163,7 +164,7 @@ def test_a_pasted_article_is_asked_in_its_session_only(site: tuple[Assistant, Se
     assert own is not None and own.reader is server.reader and own.embedder is server.embedder
     assert view.min_confidence == own.min_confidence
 
-    asked = session_ask_handler(server, store, "tab-1", view.own, WHO, 1, "served.txt", view.min_confidence)
+    asked = session_ask_handler(Visit(server, store, "tab-1", view.own), WHO, 1, "served.txt", view.min_confidence)
     assert asked.highlight is not None and asked.highlight["text"] == TEXT
     [mark] = asked.highlight["entities"]
     assert TEXT[mark["start"] : mark["end"]] == "Maria Okafor" and mark["start"] == TEXT.index("Maria Okafor")
@@ -171,19 +172,19 @@ def test_a_pasted_article_is_asked_in_its_session_only(site: tuple[Assistant, Se
     assert "pasted.txt" in asked.highlight_label
 
     # Another tab asks the server's article, and cannot see the pasted one.
-    other = session_ask_handler(server, store, "tab-2", None, REPORTER, 1, None, None)
+    other = session_ask_handler(Visit(server, store, "tab-2", None), REPORTER, 1, None, None)
     assert other.highlight is not None and other.highlight["text"] == SERVED
     assert other.result is not None and other.result["answers"][0]["doc_id"] == "served.txt"
-    unseen = session_ask_handler(server, store, "tab-2", None, WHO, 1, None, None)
+    unseen = session_ask_handler(Visit(server, store, "tab-2", None), WHO, 1, None, None)
     assert unseen.result is not None and unseen.result["answers"] == []  # the pasted article is not there
 
     # The settings work on it as on a served article.
-    assert "does not say" in session_ask_handler(server, store, "tab-1", view.own, WHO, 1, None, 1.0).status
-    assert "top-k" in session_ask_handler(server, store, "tab-1", view.own, WHO, 0, None, None).status
+    assert "does not say" in session_ask_handler(Visit(server, store, "tab-1", view.own), WHO, 1, None, 1.0).status
+    assert "top-k" in session_ask_handler(Visit(server, store, "tab-1", view.own), WHO, 0, None, None).status
 
     back = use_server_handler(server, store, "tab-1")
     assert back.own is None and back.min_confidence == server.min_confidence and store.get("tab-1") is None
-    again = session_ask_handler(server, store, "tab-1", back.own, REPORTER, 1, None, None)
+    again = session_ask_handler(Visit(server, store, "tab-1", back.own), REPORTER, 1, None, None)
     assert again.highlight is not None and again.highlight["text"] == SERVED
 
 
@@ -192,7 +193,8 @@ def test_batch_answers_from_the_sessions_article(site: tuple[Assistant, SessionA
     view = use_article_handler(server, store, "tab-1", TEXT)
     questions = tmp_path / "questions.txt"
     questions.write_text(f"{WHO}\n{COST}\n{NOT_SAID}\n", encoding="utf-8")
-    batch = session_batch_handler(server, store, "tab-1", view.own, str(questions), 1, "served.txt", tmp_path)
+    tab = Visit(server, store, "tab-1", view.own)
+    batch = session_batch_handler(tab, str(questions), 1, "served.txt", out_dir=tmp_path)
     answers = [(r["answer"], r["doc_id"]) for r in batch.records]
     assert answers == [("Maria Okafor", PASTED_NAME), ("4 million euros", PASTED_NAME), (None, None)], batch.status
     for r in batch.records[:2]:
@@ -217,7 +219,7 @@ def test_an_uploaded_article_goes_through_the_upload_check(
     given = {"path": str(received), "orig_name": "notes.md"}
     view = use_article_handler(server, store, "tab-1", "ignored: the upload wins", given, uploaded=uploaded)
     assert view.own == "notes.md", view.status
-    asked = session_ask_handler(server, store, "tab-1", view.own, COST, 1, None, None)
+    asked = session_ask_handler(Visit(server, store, "tab-1", view.own), COST, 1, None, None)
     assert asked.result is not None and asked.result["answers"][0]["doc_id"] == "notes.md"
     assert asked.highlight is not None and asked.highlight["text"] == TEXT
 
@@ -265,7 +267,7 @@ def test_the_store_is_bounded_and_a_dropped_article_is_reported(site: tuple[Assi
     assert store.get("tab-1") is not None  # tab-1 is now the most recently used
     use_article_handler(server, store, "tab-3", TEXT)
     assert len(store) == 2 and store.get("tab-2") is None and store.get("tab-1") is not None
-    view = session_ask_handler(server, store, "tab-2", PASTED_NAME, WHO)
+    view = session_ask_handler(Visit(server, store, "tab-2", PASTED_NAME), WHO)
     assert "no longer held" in view.status and view.highlight is None  # never the server's article instead
     store.drop("tab-1")
     assert store.get("tab-1") is None

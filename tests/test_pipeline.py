@@ -7,13 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
-from fakes import FakeEmbedder, FakeReader
+from fakes import FakeEmbedder, FakeReader, FakeRetriever
 
 from qa.assistant import Assistant
 from qa.errors import DocumentError, InputError
-from qa.protocols import EmbedderLike, ReaderLike
+from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.settings import PROJECT_ROOT, Settings
 from qa.squad import SquadExample, predict_spans
+from qa.types import Chunk
 
 TEXT = (
     "The missiles can reach hundreds of miles into Russia. Officials said the policy is new. "
@@ -38,6 +39,31 @@ def make(tmp_path: Path, answers: dict[str, str], text: str = TEXT, **kw: object
 
 def test_the_fakes_meet_the_protocols() -> None:
     assert isinstance(FakeReader({}), ReaderLike) and isinstance(FakeEmbedder(), EmbedderLike)
+    assert isinstance(FakeRetriever([]), RetrieverLike)
+
+
+def test_an_injected_retriever_is_asked_for_one_article_and_kept(tmp_path: Path) -> None:
+    q = "Who reported it?"
+    other = "Nobody reported anything. The Wall Street Journal was closed that day."
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    texts = {"a.txt": TEXT, "b.txt": other}
+    for name, text in texts.items():
+        (seeds / name).write_text(text, encoding="utf-8")
+    retriever = FakeRetriever([Chunk(name, 0, 0, len(text), text) for name, text in texts.items()])
+    assistant = Assistant(
+        seeds,
+        tmp_path / "index",
+        reader=FakeReader({q: "Wall Street Journal"}),
+        embedder=FakeEmbedder(),
+        retriever=retriever,
+        passages=2,
+        log=lambda msg: None,
+    )
+    a = assistant.ask(q, doc_id="b.txt").answer
+    assert a is not None and a.doc_id == "b.txt" and other[a.start : a.end] == "Wall Street Journal"
+    assert retriever.calls == [(2, "b.txt")]  # the article filter is the retriever's, at the passages asked for
+    assert assistant.with_retrieval("bm25").retriever is retriever
 
 
 def test_alternatives_never_repeat_the_same_words(tmp_path: Path) -> None:

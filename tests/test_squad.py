@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from qa.calibration import best_threshold
 from qa.cli import cli
-from qa.metrics import compute_exact, compute_f1, evaluate_predictions, normalize_answer
-from qa.squad import SquadExample, SquadPrediction, best_threshold, load_squad
+from qa.metrics import compute_exact, compute_f1, normalize_answer
+from qa.squad import SquadExample, SquadPrediction, evaluate_predictions, load_squad
 
 TINY = Path(__file__).parent / "data" / "squad_tiny.json"
 

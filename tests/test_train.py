@@ -14,16 +14,11 @@ from click.testing import CliRunner
 from qa.cli import cli
 from qa.errors import InputError
 from qa.squad import SquadExample, load_squad
-from qa.train import (
-    KIND_OTHER_PARAGRAPH,
-    Features,
-    Plan,
-    TrainConfig,
-    build_features,
-    load_training_data,
-    train_reader,
-    training_pairs,
-)
+from qa.training.config import TrainConfig
+from qa.training.data import KIND_OTHER_PARAGRAPH, load_training_data, training_pairs
+from qa.training.features import Features, build_features
+from qa.training.schedule import Plan
+from qa.training.trainer import train_reader
 
 TINY = Path(__file__).parent / "data" / "squad_tiny.json"
 

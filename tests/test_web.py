@@ -20,6 +20,20 @@ from qa import web
 from qa.assistant import MAX_QUESTION_CHARS
 from qa.batch import answer_items, parse_questions
 from qa.errors import InputError
+from qa.handlers import (
+    ALL_ARTICLES,
+    ANSWER_LABEL,
+    answers_markdown,
+    ask_handler,
+    batch_handler,
+    highlight_value,
+    md_escape,
+    parse_top_k,
+    passages_markdown,
+    render_result,
+    resolve_doc,
+    upload_path,
+)
 from qa.types import RECORD_FIELDS, Answer, Chunk, Document, Passage, Result
 
 DOC_ID = "pentagon-ukraine-long-range-strikes.txt"
@@ -63,9 +77,9 @@ class StubAssistant:
 
 def test_highlight_is_the_answer_at_its_offsets(document: Document) -> None:
     answer = span(document, "Eldridge Colby")
-    value = web.highlight_value(document, answer)
+    value = highlight_value(document, answer)
     assert value["text"] == document.text
-    assert value["entities"] == [{"start": answer.start, "end": answer.end, "entity": web.ANSWER_LABEL}]
+    assert value["entities"] == [{"start": answer.start, "end": answer.end, "entity": ANSWER_LABEL}]
     ent = value["entities"][0]
     assert value["text"][ent["start"] : ent["end"]] == "Eldridge Colby"
 
@@ -74,20 +88,20 @@ def test_highlight_refuses_offsets_that_do_not_match(document: Document) -> None
     good = span(document, "Eldridge Colby")
     shifted = Answer(good.text, good.start + 1, good.end + 1, 0.9, DOC_ID, 1, good.sentence, 0, 10)
     with pytest.raises(RuntimeError, match="do not match"):
-        web.highlight_value(document, shifted)
+        highlight_value(document, shifted)
 
 
 def test_render_answer_with_other_answers(document: Document) -> None:
     best, other = span(document, "Eldridge Colby"), span(document, "Pete Hegses", 0.4, chunk_id=2)
     result = Result(ANSWERABLE, answers=[best, other], passages=[passage(document, 299, 894, 1, 1)])
-    view = web.render_result({DOC_ID: document}, result)
+    view = render_result({DOC_ID: document}, result)
     assert not view.abstained
     assert "Eldridge Colby" in view.status and "0.90" in view.status
-    assert view.highlight == web.highlight_value(document, best)
+    assert view.highlight == highlight_value(document, best)
     assert f"characters {best.start}-{best.end}" in view.citation and "chunk 1" in view.citation
     assert "**Eldridge Colby**" in view.citation  # the answer in bold inside its sentence
     assert view.others == [[2, "Pete Hegses", 0.4, DOC_ID, 2, other.start, other.end, other.sentence]]
-    assert "Pete Hegses" in web.answers_markdown(view.others)
+    assert "Pete Hegses" in answers_markdown(view.others)
     assert view.passages[0][:6] == [1, 0.5, DOC_ID, 1, 299, 894]
     assert view.result == result.to_dict()
 
@@ -95,28 +109,28 @@ def test_render_answer_with_other_answers(document: Document) -> None:
 def test_render_abstention_highlights_nothing(document: Document) -> None:
     closest = span(document, "Alaska", 0.1)
     result = Result(UNANSWERABLE, passages=[passage(document, 1403, 2032, 1, 3)], closest=closest)
-    view = web.render_result({DOC_ID: document}, result)
+    view = render_result({DOC_ID: document}, result)
     assert view.abstained
     assert "does not say" in view.status
     assert view.highlight == {"text": document.text, "entities": []}
     assert "Alaska" not in view.status + view.citation  # the unsure guess is not offered as an answer
     assert len(view.passages) == 1
-    assert "characters 1403-2032" in web.passages_markdown(view.passages)
+    assert "characters 1403-2032" in passages_markdown(view.passages)
 
 
 def test_markdown_in_article_text_is_shown_literally() -> None:
-    assert web.md_escape("*bold* [link](x) <b> $x$") == r"\*bold\* \[link\](x) \<b\> \$x\$"
-    assert web.md_escape("- not a list") == r"\- not a list"
-    assert web.md_escape("1. not a list") == r"1\. not a list"
-    assert web.md_escape("B-2A Spirit, 2024.") == "B-2A Spirit, 2024."
+    assert md_escape("*bold* [link](x) <b> $x$") == r"\*bold\* \[link\](x) \<b\> \$x\$"
+    assert md_escape("- not a list") == r"\- not a list"
+    assert md_escape("1. not a list") == r"1\. not a list"
+    assert md_escape("B-2A Spirit, 2024.") == "B-2A Spirit, 2024."
 
 
 def test_unexpected_errors_become_one_line(document: Document) -> None:
     stub = StubAssistant({DOC_ID: document}, RuntimeError("boom\nTraceback (most recent call last):"))
-    view = web.ask_handler(stub, ANSWERABLE)  # type: ignore[arg-type]
+    view = ask_handler(stub, ANSWERABLE)  # type: ignore[arg-type]
     assert "Something went wrong" in view.status and "Traceback" not in view.status
     assert view.highlight is None
-    batch = web.batch_handler(stub, _write(document, "q.txt", "a question?\n"))  # type: ignore[arg-type]
+    batch = batch_handler(stub, _write(document, "q.txt", "a question?\n"))  # type: ignore[arg-type]
     assert "Something went wrong" in batch.status and batch.rows == []
 
 
@@ -137,7 +151,7 @@ def test_only_uploaded_files_are_read(document: Document, tmp_path: Path) -> Non
     copied.write_text("a line that must not leave the server\n", encoding="utf-8")
     uploaded = UploadedFiles(lambda: {str(received)})
     for secret in (str(copied), str(uploads / "abc" / ".." / "def" / "secret.txt"), "https://example.com/q.txt"):
-        view = web.batch_handler(stub, secret, uploaded=uploaded)  # type: ignore[arg-type]
+        view = batch_handler(stub, secret, uploaded=uploaded)  # type: ignore[arg-type]
         assert "not uploaded" in view.status and view.rows == []
         with pytest.raises(gr.Error, match="not uploaded"):
             web.api_batch(stub, {"path": secret}, uploaded=uploaded)  # type: ignore[arg-type]
@@ -176,28 +190,28 @@ def _write(document: Document, name: str, text: str | bytes) -> str:
 
 @pytest.mark.parametrize("value,expected", [(1, 1), (3.0, 3), ("2", 2), (5, 5)])
 def test_parse_top_k(value: object, expected: int) -> None:
-    assert web.parse_top_k(value) == expected
+    assert parse_top_k(value) == expected
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "two", None, 6])
 def test_parse_top_k_rejects(value: object) -> None:
     with pytest.raises(InputError, match="top-k"):
-        web.parse_top_k(value)
+        parse_top_k(value)
 
 
 def test_resolve_doc() -> None:
-    assert web.resolve_doc(None) is None
-    assert web.resolve_doc("") is None
-    assert web.resolve_doc(web.ALL_ARTICLES) is None
-    assert web.resolve_doc(DOC_ID) == DOC_ID
+    assert resolve_doc(None) is None
+    assert resolve_doc("") is None
+    assert resolve_doc(ALL_ARTICLES) is None
+    assert resolve_doc(DOC_ID) == DOC_ID
 
 
 def test_upload_shapes(tmp_path: Path) -> None:
     p = tmp_path / "x.csv"
-    assert web.upload_path(str(p)) == (p, "x.csv")
-    assert web.upload_path({"path": str(p), "orig_name": "mine.csv"}) == (p, "mine.csv")
-    assert web.upload_path(None) is None
-    assert web.upload_path({"path": None}) is None
+    assert upload_path(str(p)) == (p, "x.csv")
+    assert upload_path({"path": str(p), "orig_name": "mine.csv"}) == (p, "mine.csv")
+    assert upload_path(None) is None
+    assert upload_path({"path": None}) is None
 
 
 def _doc_choice(app: Any) -> Any:
@@ -210,7 +224,7 @@ def test_article_choice_only_with_several_articles(document: Document) -> None:
     several = StubAssistant({DOC_ID: document, "other.txt": other}, RuntimeError("unused"))
     dropdown = _doc_choice(web.build_app(several))  # type: ignore[arg-type]
     assert dropdown.visible is True
-    assert [value for _, value in dropdown.choices] == [web.ALL_ARTICLES, "other.txt", DOC_ID]
+    assert [value for _, value in dropdown.choices] == [ALL_ARTICLES, "other.txt", DOC_ID]
     one = StubAssistant({DOC_ID: document}, RuntimeError("unused"))
     assert _doc_choice(web.build_app(one)).visible is False  # type: ignore[arg-type]
 
@@ -247,7 +261,7 @@ def test_build_app_names_the_api_endpoints(assistant: Any) -> None:
 
 @pytest.mark.slow
 def test_ask_answers_with_exact_highlight(assistant: Any) -> None:
-    view = web.ask_handler(assistant, ANSWERABLE, 1, web.ALL_ARTICLES)
+    view = ask_handler(assistant, ANSWERABLE, 1, ALL_ARTICLES)
     assert not view.abstained, view.status
     assert view.result is not None
     best = view.result["answers"][0]
@@ -259,14 +273,14 @@ def test_ask_answers_with_exact_highlight(assistant: Any) -> None:
     assert (ent["start"], ent["end"]) == (best["start"], best["end"])
     assert text[ent["start"] : ent["end"]] == best["text"]
     assert f"characters {best['start']}-{best['end']}" in view.citation
-    assert f"chunk {best['chunk_id']}" in view.citation and web.md_escape(best["doc_id"]) in view.citation
+    assert f"chunk {best['chunk_id']}" in view.citation and md_escape(best["doc_id"]) in view.citation
     assert view.passages, "the retrieved passages are shown too"
     assert view.result == assistant.ask(ANSWERABLE).to_dict()
 
 
 @pytest.mark.slow
 def test_ask_abstains(assistant: Any) -> None:
-    view = web.ask_handler(assistant, UNANSWERABLE, 1, None)
+    view = ask_handler(assistant, UNANSWERABLE, 1, None)
     assert view.abstained, view.status
     assert "does not say" in view.status
     assert view.highlight is not None and view.highlight["entities"] == []
@@ -284,22 +298,22 @@ def test_ask_abstains(assistant: Any) -> None:
     ],
 )
 def test_bad_questions_get_a_message(assistant: Any, question: str | None, message: str) -> None:
-    view = web.ask_handler(assistant, question, 1, None)
+    view = ask_handler(assistant, question, 1, None)
     assert view.status.startswith("**Cannot answer:**") and message in view.status
     assert view.highlight is None and view.result is None and not view.passages
 
 
 @pytest.mark.slow
 def test_bad_settings_get_a_message_and_the_page_keeps_working(assistant: Any) -> None:
-    assert "top-k" in web.ask_handler(assistant, ANSWERABLE, 0, None).status
-    assert "no article" in web.ask_handler(assistant, ANSWERABLE, 1, "missing.txt").status
-    view = web.ask_handler(assistant, ANSWERABLE, 1, DOC_ID)
+    assert "top-k" in ask_handler(assistant, ANSWERABLE, 0, None).status
+    assert "no article" in ask_handler(assistant, ANSWERABLE, 1, "missing.txt").status
+    view = ask_handler(assistant, ANSWERABLE, 1, DOC_ID)
     assert view.result is not None and view.result["answers"]
 
 
 @pytest.mark.slow
 def test_top_k_shows_the_other_answers(assistant: Any) -> None:
-    view = web.ask_handler(assistant, ANSWERABLE, 3, None)
+    view = ask_handler(assistant, ANSWERABLE, 3, None)
     assert view.result is not None
     answers = view.result["answers"]
     assert [row[1] for row in view.others] == [a["text"] for a in answers[1:]]
@@ -313,7 +327,7 @@ def test_batch_upload_with_a_bad_row(assistant: Any, document: Document, tmp_pat
         "questions.csv",
         f'id,question\nq1,"{ANSWERABLE}"\nq2,{UNANSWERABLE}\nq3,too,many,columns\nq4,\n',
     )
-    view = web.batch_handler(assistant, upload, 1, None, out_dir=tmp_path)
+    view = batch_handler(assistant, upload, 1, None, out_dir=tmp_path)
     assert [r["id"] for r in view.records] == ["q1", "q2", "q3", "q4"]
     by_id = {r["id"]: r for r in view.records}
     assert by_id["q1"]["answer"] and "Colby" in by_id["q1"]["answer"]
@@ -340,11 +354,11 @@ def test_batch_upload_with_a_bad_row(assistant: Any, document: Document, tmp_pat
 @pytest.mark.slow
 def test_batch_jsonl_and_txt(assistant: Any, document: Document) -> None:
     jsonl = _write(document, "q.jsonl", f'{{"id": 7, "question": "{ANSWERABLE}"}}\nnot json\n')
-    view = web.batch_handler(assistant, {"path": jsonl, "orig_name": "q.jsonl"}, 1, None)
+    view = batch_handler(assistant, {"path": jsonl, "orig_name": "q.jsonl"}, 1, None)
     assert [r["id"] for r in view.records] == [7, 2]
     assert view.records[0]["answer"] and "not valid JSON" in view.records[1]["error"]
     txt = _write(document, "q.txt", f"{ANSWERABLE}\n\n{UNANSWERABLE}\n")
-    view = web.batch_handler(assistant, txt, 1, None)
+    view = batch_handler(assistant, txt, 1, None)
     assert [r["id"] for r in view.records] == [1, 2] and all(r["error"] is None for r in view.records)
 
 
@@ -359,7 +373,7 @@ def test_batch_jsonl_and_txt(assistant: Any, document: Document) -> None:
     ],
 )
 def test_bad_uploads_get_a_message(assistant: Any, document: Document, name: str, content: Any, message: str) -> None:
-    view = web.batch_handler(assistant, _write(document, name, content), 1, None)
+    view = batch_handler(assistant, _write(document, name, content), 1, None)
     assert view.status.startswith("**Cannot answer:**") and message in view.status.replace("\\", "")
     assert view.rows == [] and view.files == []
 
@@ -368,7 +382,7 @@ def test_bad_uploads_get_a_message(assistant: Any, document: Document, name: str
 def test_an_undecodable_line_in_an_upload_is_one_error_row(assistant: Any, document: Document) -> None:
     # Decoded like `qa batch` reads files: the bad line keeps its place with an error, the rest is answered.
     upload = _write(document, "questions.txt", b"caf\xe9?\nWho devised the process?\n")
-    view = web.batch_handler(assistant, upload, 1, None)
+    view = batch_handler(assistant, upload, 1, None)
     assert [r["id"] for r in view.records] == [1, 2]
     assert "not UTF-8" in view.records[0]["error"] and view.records[1]["error"] is None
     assert "not UTF-8" in view.status.replace("\\", "") and len(view.files) == 2
@@ -376,7 +390,7 @@ def test_an_undecodable_line_in_an_upload_is_one_error_row(assistant: Any, docum
 
 @pytest.mark.slow
 def test_batch_without_a_file(assistant: Any) -> None:
-    assert "upload a" in web.batch_handler(assistant, None, 1, None).status
+    assert "upload a" in batch_handler(assistant, None, 1, None).status
 
 
 @pytest.mark.slow

@@ -1,0 +1,250 @@
+"""The command line's options, each derived from the setting it sets: its flag, its environment
+variable and its default come from `qa.settings` (`ENV`, `Settings`' defaults, `RETRIEVAL_METHODS`),
+and the training options' defaults from `qa.training.config.TrainConfig`, so a setting has one
+name, one default and one check whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from qa.batch import FORMATS, OUTPUT_FORMATS
+from qa.calibration import FIT_MODES, FULL_FIT_QUESTIONS
+from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, ENV, RETRIEVAL_METHODS, Settings
+from qa.training.config import TrainConfig
+
+
+def applied(options: tuple[Callable[[Callable], Callable], ...]) -> Callable[[Callable], Callable]:
+    """One decorator for several options, listed in `--help` in the order given."""
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def setting_option(name: str, help: str, **kw: Any) -> Callable[[Callable], Callable]:
+    """The flag of the setting `name`, given or None: `Settings.resolve` then applies its environment
+    variable (named in `help` where it says {env}) and its default."""
+    return click.option(f"--{name.replace('_', '-')}", default=None, help=help.format(env=f"env {ENV[name]}"), **kw)
+
+
+seeds_option = setting_option(
+    "seeds",
+    "Folder of .txt/.md articles [{env}; default seeds/ here, else the project's].",
+    type=click.Path(file_okay=False),
+)
+index_option = setting_option(
+    "index_dir",
+    "Where the index lives [{env}; default index/ beside the seeds folder used].",
+    type=click.Path(file_okay=False),
+)
+embed_option = setting_option(
+    "embed_model",
+    f"Sentence-transformers model, path or hub id [{{env}}; default {DEFAULT_EMBED_MODEL}, packaged].",
+)
+reader_option = setting_option(
+    "reader_model", "Extractive QA model, path or hub id [{env}; default the shipped reader]."
+)
+backend_option = setting_option(
+    "backend",
+    f"How the models run: onnx (ONNX Runtime, exported once and cached in $QA_CACHE_DIR), torch, or auto "
+    f"(onnx unless the CPU has native bf16 or a GPU) [{{env}}; default {Settings.backend}].",
+    type=click.Choice(list(BACKENDS)),
+)
+
+
+assistant_options = applied(
+    (
+        seeds_option,
+        index_option,
+        embed_option,
+        reader_option,
+        backend_option,
+        setting_option(
+            "retrieval",
+            f"How chunks are found [{{env}}; default {Settings.retrieval}].",
+            type=click.Choice(list(RETRIEVAL_METHODS)),
+        ),
+        setting_option(
+            "passages",
+            f"Chunks read per question [{{env}}; default {Settings.passages}].",
+            type=click.IntRange(min=1),
+        ),
+        setting_option(
+            "calibration",
+            "Calibration file from qa calibrate [{env}; default calibration.json beside the index, else the reader's].",
+            type=click.Path(dir_okay=False),
+        ),
+        setting_option(
+            "min_confidence",
+            "Answer only when the probability that the answer is right (SQuAD F1 >= 0.5) is at least P, "
+            "0..1 [{env}; default chosen by the calibration].",
+            metavar="P",
+        ),
+    )
+)
+
+
+def article_option(f: Callable) -> Callable:
+    return click.option(
+        "--article",
+        default=None,
+        metavar="FILE",
+        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
+        "indexed in memory: the seeds and index folders are neither read nor written.",
+    )(f)
+
+
+def articles_option(f: Callable) -> Callable:
+    return click.option(
+        "--articles",
+        default=None,
+        help="Only these article titles, comma-separated (e.g. the reader's validation articles).",
+    )(f)
+
+
+batch_format_options = applied(
+    (
+        click.option(
+            "--format",
+            "out_format",
+            default=None,
+            type=click.Choice(list(OUTPUT_FORMATS)),
+            help="Output format [default: from --out's suffix, else jsonl].",
+        ),
+        click.option(
+            "--input-format",
+            default=None,
+            type=click.Choice(list(FORMATS)),
+            help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
+        ),
+    )
+)
+
+calibrate_options = applied(
+    (
+        click.option(
+            "--out",
+            "-o",
+            "out_path",
+            default=None,
+            help="Where to write the calibration [default: calibration.json in the index folder, which ask, batch, "
+            "eval and serve then use].",
+        ),
+        click.option(
+            "--squad", default=None, help="Also ask the questions of these SQuAD v2.0 articles (see --articles)."
+        ),
+        articles_option,
+        click.option(
+            "--fit",
+            "mode",
+            type=click.Choice(list(FIT_MODES)),
+            default=FIT_MODES[0],
+            show_default=True,
+            help="full: a new calibrator over all features; recalibrate: two numbers over the current one "
+            f"(auto: full from {FULL_FIT_QUESTIONS} questions up).",
+        ),
+    )
+)
+
+serve_options = applied(
+    (
+        click.option(
+            "--host",
+            envvar="QA_HOST",
+            default="127.0.0.1",
+            show_default=True,
+            help="Address to listen on [env QA_HOST]; 0.0.0.0 opens the page to other machines.",
+        ),
+        click.option(
+            "--port",
+            envvar="QA_PORT",
+            default=7860,
+            show_default=True,
+            type=click.IntRange(1, 65535),
+            help="Port to listen on [env QA_PORT].",
+        ),
+    )
+)
+
+
+TRAIN_DEFAULTS = TrainConfig()  # the training options' defaults, shown in --help
+
+
+def train_option(flag: str, kind: Any, help: str | None = None, *aliases: str) -> Callable[[Callable], Callable]:
+    """A train-reader option whose default is `TrainConfig`'s field of the same name."""
+    default = getattr(TRAIN_DEFAULTS, flag.lstrip("-").replace("-", "_"))
+    return click.option(flag, *aliases, default=default, show_default=True, type=kind, help=help)
+
+
+# In the order `qa train-reader --help` lists them.
+_TRAIN_OPTIONS = (
+    click.option(
+        "--data",
+        multiple=True,
+        help="SQuAD v2.0-format training JSON; repeat for several files. "
+        "Default: squad-train-442.json and squad-train-38.json in ../shared/data/squad/.",
+    ),
+    click.option(
+        "--output-dir", "-o", type=click.Path(file_okay=False), help="Where checkpoints and the best model go."
+    ),
+    click.option(
+        "--base-model",
+        help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2), a trained reader folder, "
+        "or 'shipped'.",
+    ),
+    train_option("--epochs", click.FloatRange(min=0, min_open=True)),
+    train_option("--learning-rate", click.FloatRange(min=0, min_open=True), None, "--lr"),
+    train_option("--batch-size", click.IntRange(min=1)),
+    train_option("--max-length", click.IntRange(min=32)),
+    train_option("--stride", click.IntRange(min=0)),
+    train_option("--warmup", click.FloatRange(0, 1), "Share of steps warming up."),
+    train_option(
+        "--negatives",
+        click.FloatRange(0, 1),
+        "Share of answerable questions also paired with another paragraph of their article, labelled no-answer.",
+    ),
+    click.option(
+        "--time-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Minutes for the whole run: the learning-rate schedule is planned to end (validated) within it.",
+    ),
+    train_option("--checkpoint-minutes", click.FloatRange(min=0, min_open=True)),
+    click.option(
+        "--resume",
+        type=click.Path(file_okay=False),
+        help="Continue the interrupted run in this output folder from its last checkpoint (its own settings).",
+    ),
+    click.option(
+        "--attention",
+        type=click.Choice(["eager", "sdpa"]),
+        default="eager" if TRAIN_DEFAULTS.eager_attention else "sdpa",
+        show_default=True,
+        help="Attention kernel while training (eager is faster on CPU with bf16).",
+    ),
+    train_option(
+        "--attention-dropout",
+        click.FloatRange(0, 1),
+        "Dropout on attention probabilities (0 is a third faster on CPU).",
+    ),
+    click.option(
+        "--freeze-word-embeddings/--train-word-embeddings",
+        default=TRAIN_DEFAULTS.freeze_word_embeddings,
+        show_default=True,
+    ),
+    train_option("--seed", int),
+    click.option("--val-articles", help="Comma-separated validation article titles (held out)."),
+    click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps."),
+    click.option("--max-train-questions", type=click.IntRange(min=1), help="Train on a random slice."),
+    click.option("--max-val-questions", type=click.IntRange(min=1), help="Validate on a random slice."),
+    click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the hardware has it)."),
+)
+
+
+train_options = applied(_TRAIN_OPTIONS)  # every `qa train-reader` option, with `TrainConfig`'s defaults
