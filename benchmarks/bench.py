@@ -725,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1 or args.cold_runs < 1:
         parser.error("--repeats and --cold-runs must be at least 1")
 
-    from qa.models import resolve_embed_model, resolve_reader_model
+    from qa.loading import resolve_embed_model, resolve_reader_model
     from qa.settings import Settings
 
     questions_path = args.questions.resolve()
@@ -754,8 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     found = [r.breakdown for r in runs if r.breakdown is not None]
     tokens = round(sum(sum(b.windows) for b in found) / max(sum(b.questions for b in found), 1)) or 480
-    log("matmul peak of this machine")
-    peaks = stages.matmul_peaks(stages.reader_shape(reader), tokens)
+    log("matmul peak of this machine (in a fresh process: this one's thread pools were seen to lower it)")
+    peaks = fresh_matmul_peaks(reader, tokens)
 
     hay: SystemFigures | None = None
     hay_note: str | None = None
@@ -835,6 +835,21 @@ def _raw_run(r: BackendRun, peaks: Any) -> dict[str, Any]:
         "cold_error": r.cold.error,
         "stages": r.breakdown.as_dict(peaks) if r.breakdown is not None else None,
     }
+
+
+def fresh_matmul_peaks(reader: str, tokens: int) -> Any:
+    """stages.matmul_peaks measured in a new Python process, so nothing this benchmark loaded competes."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import stages; "
+        "p = stages.matmul_peaks(stages.reader_shape(sys.argv[2]), int(sys.argv[3])); "
+        "print(json.dumps([p.fp32, p.bf16, p.detail]))"
+    )
+    where = str(Path(__file__).resolve().parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code, where, reader, str(tokens)], capture_output=True, text=True, check=True
+    )
+    fp32, bf16, detail = json.loads(done.stdout.strip().splitlines()[-1])
+    return stages.Peaks(fp32, bf16, detail)
 
 
 def _self_peak_rss_mb() -> float:

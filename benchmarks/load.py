@@ -26,12 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> environment for the measured process; "default" is what `qa` does by itself.
+# name -> environment for the measured process; the first is what `qa` does by itself.
 POLICIES: dict[str, dict[str, str]] = {
-    "default": {},
-    "omp active, 2 threads (torch's own)": {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "2"},
-    "omp passive, 2 threads": {"OMP_WAIT_POLICY": "PASSIVE", "QA_THREADS": "2"},
-    "1 thread": {"QA_THREADS": "1"},
+    "qa default (onnx, threads never spin)": {},
+    "torch, omp passive (qa --backend torch)": {"QA_BACKEND": "torch"},
+    "torch, omp active (torch's own)": {"QA_BACKEND": "torch", "OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "2"},
+    "onnx, 1 thread": {"QA_THREADS": "1"},
 }
 
 WORKER = r"""
@@ -50,8 +50,8 @@ for q in questions:
     t = time.perf_counter()
     a.ask(q)
     times.append(time.perf_counter() - t)
-import torch
-print(json.dumps({"times": times, "threads": torch.get_num_threads()}))
+threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+print(json.dumps({"times": times, "threads": threads, "backend": a.reader.backend}))
 """
 
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Question latency, idle and with one core busy.")
     parser.add_argument("--quick", action="store_true", help="Only the default policy.")
     args = parser.parse_args()
-    policies = {"default": {}} if args.quick else POLICIES
+    policies = dict(list(POLICIES.items())[:1]) if args.quick else POLICIES
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; warm p50 over the 45 gold questions, one at a time")
     print(f"{'policy':40} {'threads':>7} {'idle ms':>8} {'loaded ms':>10} {'loaded/idle':>12}")
     for name, env in policies.items():

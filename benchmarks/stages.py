@@ -92,7 +92,7 @@ def matmul_peaks(config: ModelShape | None = None, tokens: int = 480) -> Peaks:
     """float32 (and bfloat16 where native) peak, measured once; `tokens` ~ one question's windows."""
     import torch
 
-    from qa.models import cpu_has_bf16
+    from qa.loading import cpu_has_bf16
 
     shapes = [(SQUARE, SQUARE, SQUARE)]
     if config is not None:
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from qa.assistant import Assistant
-    from qa.models import resolve_reader_model
+    from qa.loading import resolve_reader_model
     from qa.settings import Settings
 
     backends = ["onnx", "torch"] if args.backend == "both" else [args.backend]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from qa.calibration import CALIBRATION_FILE, Calibration, check_min_confidence, find_calibration, reader_fingerprint
+from qa.calibration import CALIBRATION_FILE, Calibration, find_calibration, reader_fingerprint
 from qa.chunking import sentence_spans
 from qa.decode import decode
 from qa.documents import article_document, document_paths, load_documents, seeds_dir
@@ -41,12 +41,10 @@ from qa.index import (
 from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.reader import Reader, Span
 from qa.retrieval import Retriever
-from qa.settings import Settings, check_retrieval
+from qa.settings import Settings, check_min_confidence, check_retrieval
 from qa.types import Document, Passage, Result
 
 MAX_QUESTION_CHARS = 500
-DEFAULT_PASSAGES = Settings.passages
-DEFAULT_RETRIEVAL = Settings.retrieval
 # An article file as stat(2) saw it: path, size, mtime_ns, ctime_ns, inode.
 FileStamp = tuple[str, int, int, int, int]
 
@@ -147,15 +145,28 @@ class Assistant:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.embedder: EmbedderLike = embedder if embedder is not None else Embedder.from_settings(s, self.log)
         self.reader: ReaderLike = reader if reader is not None else Reader.from_settings(s, self.log)
-        self.retrieval = s.retrieval
-        self.passages = s.passages
-        self.chunk_size = s.chunk_size
-        self.chunk_overlap = s.chunk_overlap
         self.auto_index = auto_index
         self._index: Index | None = None
         self._given_retriever = retriever
         self._retriever: RetrieverLike | None = retriever
         self._seen: tuple[FileStamp, ...] = ()
+
+    # Read from the settings, never copied: one source for each setting.
+    @property
+    def retrieval(self) -> str:
+        return self.settings.retrieval
+
+    @property
+    def passages(self) -> int:
+        return self.settings.passages
+
+    @property
+    def chunk_size(self) -> int:
+        return self.settings.chunk_size
+
+    @property
+    def chunk_overlap(self) -> int:
+        return self.settings.chunk_overlap
 
     @classmethod
     def from_text(
@@ -329,7 +340,6 @@ class Assistant:
             return self
         other = copy.copy(self)
         other.settings = self.settings.with_(retrieval=method)
-        other.retrieval = method
         built = Retriever(self._index, self.embedder, method) if self._index is not None else None
         other._retriever = built if self._given_retriever is None else self._given_retriever
         return other

@@ -230,17 +230,6 @@ def _problem(raw: object) -> str | None:
     return None
 
 
-def check_min_confidence(value: object, source: str = "min confidence") -> float:
-    """A probability from 0 to 1, from a flag, an environment variable or the page; else one line."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}") from exc
-    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}")
-    return number
-
-
 def reader_fingerprint(model: str) -> str:
     """Which reader a calibration belongs to: the weights' names, sizes and first MB (cheap, and a
     retrained reader changes it); a hub id is its own fingerprint."""

@@ -368,6 +368,8 @@ def process_policy(env: dict[str, str] | os._Environ[str] | None = None) -> None
     """
     env = os.environ if env is None else env
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The Rust tokenizers' own thread pool would compete with the model's threads (and warns after a fork).
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
     threads = env.get("QA_THREADS", "").strip()
     if threads:
         if not threads.isdigit() or int(threads) < 1:

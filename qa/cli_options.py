@@ -13,7 +13,17 @@ import click
 
 from qa.batch import FORMATS, OUTPUT_FORMATS
 from qa.calibration import FIT_MODES, FULL_FIT_QUESTIONS
-from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, ENV, RETRIEVAL_METHODS, Settings
+from qa.settings import (
+    BACKENDS,
+    DEFAULT_EMBED_MODEL,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENV,
+    HOST_ENV,
+    PORT_ENV,
+    RETRIEVAL_METHODS,
+    Settings,
+)
 from qa.training.config import TrainConfig
 
 
@@ -157,18 +167,18 @@ serve_options = applied(
     (
         click.option(
             "--host",
-            envvar="QA_HOST",
-            default="127.0.0.1",
+            envvar=HOST_ENV,
+            default=DEFAULT_HOST,
             show_default=True,
-            help="Address to listen on [env QA_HOST]; 0.0.0.0 opens the page to other machines.",
+            help=f"Address to listen on [env {HOST_ENV}]; 0.0.0.0 opens the page to other machines.",
         ),
         click.option(
             "--port",
-            envvar="QA_PORT",
-            default=7860,
+            envvar=PORT_ENV,
+            default=DEFAULT_PORT,
             show_default=True,
             type=click.IntRange(1, 65535),
-            help="Port to listen on [env QA_PORT].",
+            help=f"Port to listen on [env {PORT_ENV}].",
         ),
     )
 )

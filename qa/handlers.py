@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
-from qa.calibration import check_min_confidence
 from qa.documents import MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, too_big
 from qa.errors import InputError, QAError
 from qa.files import decode_bytes
+from qa.settings import check_min_confidence
 from qa.types import RECORD_FIELDS, Answer, Document, Result
 from qa.upload_guard import NOT_UPLOADED
 

@@ -53,18 +53,26 @@ def onnxruntime_installed() -> bool:
 
 
 def model_key(model_dir: str | Path, kind: str) -> str:
-    """A name for one model's export that changes whenever a file of the model changes.
+    """A name for one model's export that changes whenever a file the export is made from changes.
 
-    Stat data (size, mtimes, inode) of every file in the model folder, as the index's article
-    check does: hashing 45-90 MB of weights would cost more than the cold start we save.
+    Stat data (size, mtimes, inode) of the weights, configs and tokenizer files, as the index's
+    article check does: hashing 45-90 MB of weights would cost more than the cold start we save.
+    The model card, plots, logs and the reading settings (qa_reader.json, calibration.json, read
+    from the folder itself) are not part of the graph, so editing them exports nothing again.
     """
     root = Path(model_dir).resolve()
     h = hashlib.sha256(f"{EXPORT_FORMAT}|{OPSET}|{kind}|{root}".encode())
     for p in sorted(root.iterdir()):
-        if p.is_file():
+        if p.is_file() and _exported_from(p):
             st = p.stat()
             h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
     return f"{kind}-{root.name}-{h.hexdigest()[:16]}"
+
+
+def _exported_from(path: Path) -> bool:
+    if path.name in {"qa_reader.json", "calibration.json"}:
+        return False
+    return path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,24 @@ def cached_export(
         raise ExportError(f"could not export the {kind} {model_dir} to ONNX ({first[:200]})") from exc
     found = _read_meta(folder)
     assert found is not None
+    _forget_older(folder)
     return found
+
+
+def _forget_older(current: Path) -> None:
+    """Remove the exports of earlier versions of the same model: a retrained model would otherwise
+    leave ~90 MB behind each time. An export in use stays readable (open files outlive unlink)."""
+    import shutil
+
+    source = json.loads((current / META).read_text(encoding="utf-8"))["source"]
+    for other in current.parent.iterdir():
+        if other == current or not other.name.startswith(current.name.rsplit("-", 1)[0] + "-"):
+            continue
+        try:
+            if json.loads((other / META).read_text(encoding="utf-8")).get("source") == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # another writer's export under way (no meta yet), or not ours: leave it
 
 
 def _read_meta(folder: Path) -> Exported | None:
@@ -174,16 +199,24 @@ def _traceable(model: Any, names: list[str], outputs: list[str]) -> Any:
 
 
 def session(graph: Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime session that behaves as `qa` sets torch up: OMP_NUM_THREADS threads and, under
-    OMP_WAIT_POLICY=PASSIVE (the CLI's default), no spin-waiting that starves a busy machine."""
+    """An ONNX Runtime session with OMP_NUM_THREADS threads (else one per usable core) that never
+    spin-wait.
+
+    Spinning bought ~4% idle (132 against 137 ms a read on the 2-core EPYC) but the reader's and
+    the embedder's sessions each keep a pool: one pool's threads spinning after the query embedding
+    took the cores from the other's, and a question took 194 ms instead of 122 (benchmarks/bench.py).
+    Spinning also starves a machine that another process shares (benchmarks/load.py).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    # Explicitly one thread per usable core: ONNX Runtime's own default (0) pins its threads and,
+    # without spinning, read 1.3x slower on the 2-core EPYC (174 against 137 ms; benchmarks/bench.py).
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or _usable_cores()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
@@ -192,6 +225,13 @@ def session(graph: Path, threads: int | None = None) -> Any:
             f"ONNX Runtime cannot load {graph} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
             f"delete {graph.parent} to export it again"
         ) from exc
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def load_tokenizer(exported: Exported) -> Any:

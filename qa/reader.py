@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import ModelError
-from qa.models import (
+from qa.loading import (
     READER_MODEL_ENV,
     check_backend,
     choose_backend,

@@ -12,6 +12,7 @@ from any folder.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -27,6 +28,11 @@ READER_DTYPES = ("auto", "float32", "bfloat16")
 # How the models run: ONNX Runtime (exported once, cached), torch, or chosen for this machine.
 BACKENDS = ("auto", "onnx", "torch")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# `qa serve`'s address: local only unless asked (0.0.0.0 opens the page to other machines).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+HOST_ENV, PORT_ENV = "QA_HOST", "QA_PORT"
 
 # setting name -> environment variable
 ENV = {
@@ -68,7 +74,7 @@ class Settings:
     retrieval: str = "hybrid"
     passages: int = 3
     reader_dtype: str = "auto"  # bfloat16 on CPUs with native bf16, else float32
-    backend: str = "auto"  # see qa.models.choose_backend
+    backend: str = "auto"  # see qa.loading.choose_backend
     # Where ONNX exports are kept; None: $XDG_CACHE_HOME/article-qa, else ~/.cache/article-qa.
     cache_dir: Path | None = None
     chunk_size: int = 600
@@ -86,8 +92,6 @@ class Settings:
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.min_confidence is not None:
-            from qa.calibration import check_min_confidence
-
             object.__setattr__(self, "min_confidence", check_min_confidence(self.min_confidence))
         check_retrieval(self.retrieval)
         if not isinstance(self.passages, int) or isinstance(self.passages, bool) or self.passages < 1:
@@ -128,8 +132,6 @@ def _from_env(name: str, raw: str) -> Any:
         except ValueError as exc:
             raise InputError(f"{ENV[name]} must be a whole number, got {raw!r}") from exc
     if name == "min_confidence":
-        from qa.calibration import check_min_confidence
-
         return check_min_confidence(raw, ENV[name])
     if name == "backend":
         if raw.lower() not in BACKENDS:
@@ -141,6 +143,17 @@ def _from_env(name: str, raw: str) -> Any:
             raise InputError(f"{ENV[name]} must be one of {', '.join(READER_DTYPES)}, got {raw!r}")
         return value
     return raw
+
+
+def check_min_confidence(value: object, source: str = "min confidence") -> float:
+    """A probability from 0 to 1, from a flag, an environment variable or the page; else one line."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}") from exc
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise InputError(f"{source} must be a number from 0 to 1, got {value!r}")
+    return number
 
 
 def check_retrieval(method: str) -> str:

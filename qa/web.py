@@ -43,6 +43,7 @@ from qa.handlers import (
     use_article_handler,
     use_server_handler,
 )
+from qa.settings import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV
 from qa.types import RECORD_FIELDS
 from qa.upload_guard import UploadedFiles, UploadGuard
 
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from qa.assistant import Assistant
 
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
 # Events that run the models take one slot: the loaded models are one, and on a small CPU machine
 # parallel runs only slow each other down. Gradio's queue lets many people wait for this slot,
 # each getting their own answer.
@@ -446,7 +445,7 @@ def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int) -> None:
     except OSError as exc:
         raise InputError(
             f"cannot serve on {host}:{port}: the port is taken or the address is not this machine's; "
-            "pass a free --port (or set QA_PORT) or another --host"
+            f"pass a free --port (or set {PORT_ENV}) or another --host"
         ) from exc
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     where = "" if shown == host else f" (listening on {host})"

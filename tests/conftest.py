@@ -63,7 +63,7 @@ def tiny_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
-    from qa.models import resolve_base_encoder
+    from qa.loading import resolve_base_encoder
 
     out = tmp_path_factory.mktemp("tiny_reader")
     tok = AutoTokenizer.from_pretrained(resolve_base_encoder())

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from qa import models, onnx_models
+from qa import loading, onnx_models
 from qa.errors import ModelError
-from qa.models import choose_backend
+from qa.loading import choose_backend
 from qa.reader import Reader, tokenize_windows, window_encodings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +68,19 @@ def test_an_export_is_reused_and_made_again_when_the_model_changes(tiny_reader: 
     (again := Reader(str(model), backend="onnx", cache=tmp_path / "cache"))._load_torch = _never  # type: ignore[method-assign]
     again.warm_up()  # from the cache: the model is not loaded through torch
     assert again.read(["Which word?"], ["one two three"]) == first.read(["Which word?"], ["one two three"])
+    (model / "README.md").write_text("a model card")  # not part of the graph: no new export
     settings = json.loads((model / "qa_reader.json").read_text())
-    (model / "qa_reader.json").write_text(json.dumps({**settings, "stride": 8}))  # a changed model folder
+    (model / "qa_reader.json").write_text(json.dumps({**settings, "stride": 8}))
+    (same := Reader(str(model), backend="onnx", cache=tmp_path / "cache"))._load_torch = _never  # type: ignore[method-assign]
+    same.warm_up()
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config, indent=1))  # a changed model: exported again
     changed = Reader(str(model), backend="onnx", cache=tmp_path / "cache")
     changed._load_torch = lambda: loads.append("again") or real_load()  # type: ignore[method-assign]
     changed.warm_up()
     assert loads == ["load", "again"]
-    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1  # the earlier version's export is removed
+    assert changed.read(["Which word?"], ["one two three"])
 
 
 def _never() -> None:
@@ -99,13 +105,13 @@ def test_an_unwritable_cache_is_one_clear_error(tiny_reader: Path, tmp_path: Pat
 
 
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "cpu_flags_have_bf16", lambda: False)
+    monkeypatch.setattr(loading, "cpu_flags_have_bf16", lambda: False)
     assert choose_backend("auto") == "onnx"
     assert choose_backend("torch") == "torch"
     assert choose_backend("auto", dtype="bfloat16") == "torch"
     assert choose_backend("auto", device="cuda") == "torch"
     assert choose_backend("auto", local=False) == "torch"  # a hub id: nothing on disk to key the export by
-    monkeypatch.setattr(models, "cpu_flags_have_bf16", lambda: True)
+    monkeypatch.setattr(loading, "cpu_flags_have_bf16", lambda: True)
     assert choose_backend("auto") == "torch"  # native bf16: torch's bfloat16 reads faster
     assert choose_backend("auto", dtype="float32") == "onnx"
     with pytest.raises(ModelError, match="runs float32 on the CPU"):
@@ -135,3 +141,30 @@ def test_a_question_on_onnx_runtime_never_imports_torch(assistant, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     expected = assistant.ask("Who devised the process?").answers[0].text
     assert done.stdout.strip() == f"{expected} []"
+
+
+def test_the_backend_setting_resolves_flag_over_environment() -> None:
+    from qa.errors import InputError
+    from qa.settings import Settings
+
+    assert Settings.resolve(env={"QA_BACKEND": "Torch"}).backend == "torch"
+    assert Settings.resolve(env={"QA_BACKEND": "torch"}, backend="onnx").backend == "onnx"
+    assert Settings.resolve(env={}).backend == "auto"
+    with pytest.raises(InputError, match="QA_BACKEND must be one of auto, onnx, torch, got 'gpu'"):
+        Settings.resolve(env={"QA_BACKEND": "gpu"})
+
+
+@pytest.mark.slow
+def test_qa_ask_answers_the_same_on_either_backend(assistant) -> None:
+    base = [sys.executable, "-m", "qa.cli", "ask", "Who said the situation was crazy?", "--json"]
+    base += ["--seeds", str(assistant.seeds), "--index-dir", str(assistant.index_dir)]
+    runs = []
+    for extra, env in ((["--backend", "torch"], {}), ([], {"QA_BACKEND": "onnx"})):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, env={**os.environ, **env}, check=False)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout)["answers"])
+    assert [(a["text"], a["start"], a["end"]) for a in runs[0]] == [(a["text"], a["start"], a["end"]) for a in runs[1]]
+    bad = subprocess.run(base, capture_output=True, text=True, env={**os.environ, "QA_BACKEND": "gpu"}, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "Error: QA_BACKEND must be one of auto, onnx, torch, got 'gpu'"
+    ]

@@ -218,7 +218,6 @@ def test_bm25_is_stored_with_the_index_and_loaded_not_rebuilt(tmp_path: Path, mo
     assert index.path is not None and (index.path / "bm25").is_dir()
     fresh = make(tmp_path, {q: "Wall Street Journal"})
     fresh.settings = fresh.settings.with_(retrieval="bm25")
-    fresh.retrieval = "bm25"
 
     def no_indexing(*args: object, **kw: object) -> None:
         raise AssertionError("BM25 was rebuilt instead of loaded")

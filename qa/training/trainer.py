@@ -80,7 +80,7 @@ class Clock:
 
 def model_source(cfg: TrainConfig, checkpoint: Path | None) -> str:
     """Where the weights start from: the checkpoint, a trained reader, the shipped one, or an encoder."""
-    from qa.models import resolve_base_encoder, resolve_reader_model
+    from qa.loading import resolve_base_encoder, resolve_reader_model
 
     if checkpoint is not None:
         return str(checkpoint)
@@ -158,7 +158,7 @@ class Trainer:
     def _load_model(self, saved: dict[str, Any] | None) -> None:
         import torch
 
-        from qa.models import cpu_has_bf16
+        from qa.loading import cpu_has_bf16
 
         checkpoint = self.out_dir / CHECKPOINT_DIR if saved is not None else None
         self.tokenizer, self.model = load_model(self.cfg, model_source(self.cfg, checkpoint))

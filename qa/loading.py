@@ -12,18 +12,16 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from qa.errors import ModelError
-from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL
+from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL, ENV
 
 SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
 
-EMBED_MODEL_ENV = "QA_EMBED_MODEL"
-READER_MODEL_ENV = "QA_READER_MODEL"
-READER_DTYPE_ENV = "QA_READER_DTYPE"
+EMBED_MODEL_ENV = ENV["embed_model"]
+READER_MODEL_ENV = ENV["reader_model"]
+READER_DTYPE_ENV = ENV["reader_dtype"]
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
@@ -113,6 +111,9 @@ def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
     Run in a thread so that a name lookup, which no socket timeout bounds, cannot hold it longer.
     """
+    import urllib.parse
+    import urllib.request  # here, not at the top: it costs every `qa` start ~40 ms and only hub ids need it
+
     url = urllib.parse.urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     proxy = urllib.request.getproxies().get(url.scheme)
@@ -146,9 +147,6 @@ def model_load_error(what: str, name: str, exc: BaseException, flag: str, env: s
 
 def quiet_hf() -> None:
     """Silence per-load progress bars and notices; the CLI's own messages are the ones to read."""
-    import os
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
 
