@@ -151,7 +151,7 @@ class Assistant:
         self._retriever: RetrieverLike | None = retriever
         self._seen: tuple[FileStamp, ...] = ()
 
-    # Read from the settings, never copied: one source for each setting.
+    # Read from the settings, never copied: one source for each setting (these two are public).
     @property
     def retrieval(self) -> str:
         return self.settings.retrieval
@@ -159,14 +159,6 @@ class Assistant:
     @property
     def passages(self) -> int:
         return self.settings.passages
-
-    @property
-    def chunk_size(self) -> int:
-        return self.settings.chunk_size
-
-    @property
-    def chunk_overlap(self) -> int:
-        return self.settings.chunk_overlap
 
     @classmethod
     def from_text(
@@ -252,7 +244,7 @@ class Assistant:
         if manifest is None:
             return f"there is no index in {self.index_dir}"
         return manifest.staleness(
-            list(self.documents.values()), self.embedder.name, self.chunk_size, self.chunk_overlap
+            list(self.documents.values()), self.embedder.name, self.settings.chunk_size, self.settings.chunk_overlap
         )
 
     def build_index(self, force: bool = False, progress: bool = True) -> tuple[Index, str | None]:
@@ -264,7 +256,7 @@ class Assistant:
         """
         if self.index_dir is None:
             docs = list(self.documents.values())
-            held = index_in_memory(docs, self.embedder, self.chunk_size, self.chunk_overlap, progress)
+            held = index_in_memory(docs, self.embedder, self.settings.chunk_size, self.settings.chunk_overlap, progress)
             self._use_index(held)
             return held, "the articles are held in memory"
         index, reason = (None, "--force was given") if force else self._up_to_date_index()
@@ -277,8 +269,8 @@ class Assistant:
                         self.index_dir,
                         list(self.documents.values()),
                         self.embedder,
-                        self.chunk_size,
-                        self.chunk_overlap,
+                        self.settings.chunk_size,
+                        self.settings.chunk_overlap,
                         progress,
                         previous=self._previous_index(),
                     )

@@ -360,15 +360,14 @@ def train_reader_cmd(**opts: Any) -> None:
 def process_policy(env: dict[str, str] | os._Environ[str] | None = None) -> None:
     """How this process uses the CPU, set before torch loads (OpenMP reads it once, at start).
 
-    OpenMP's threads spin-wait for each other by default; when another process holds a core
-    (a server shares its machine), every parallel region waits for the thread that was
-    preempted, and a question took ~20x longer. Passive waiting gives the core back instead;
-    `benchmarks/load.py` measures it. QA_THREADS sets the number of threads (OMP_NUM_THREADS);
-    a policy the user set themselves is kept.
+    OpenMP's threads spin-wait by default; when another process holds a core, every parallel
+    region waits for the preempted thread (a question took ~20x longer). Passive waiting gives the
+    core back (`benchmarks/load.py`). QA_THREADS sets the threads (OMP_NUM_THREADS, read by ONNX
+    Runtime's sessions too); a policy the user set is kept. The Rust tokenizers' own thread pool
+    would compete with the model's threads (and warns after a fork).
     """
     env = os.environ if env is None else env
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # The Rust tokenizers' own thread pool would compete with the model's threads (and warns after a fork).
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     threads = env.get("QA_THREADS", "").strip()
     if threads:

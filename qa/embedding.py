@@ -8,7 +8,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.errors import ModelError
 from qa.loading import (
     EMBED_MODEL_ENV,
     check_backend,
@@ -113,14 +112,11 @@ class Embedder:
     def _load_onnx(self) -> tuple[Any, Any] | None:
         from qa import onnx_models
 
-        cache = self._cache or onnx_models.cache_root()
-        try:
-            exported = onnx_models.cached_export(self.path, "encoder", cache, self._load_torch, self._log)
-        except onnx_models.ExportError as exc:
-            if self._wanted_backend == "onnx":
-                raise ModelError(f"{exc}; use --backend torch") from exc
-            if self._log is not None:
-                self._log(f"{exc}; embedding with torch instead")
+        required = self._wanted_backend == "onnx"
+        exported = onnx_models.export_or_fallback(
+            self.path, "encoder", self._cache, self._load_torch, self._log, required
+        )
+        if exported is None:
             return None
         tokenizer = onnx_models.load_tokenizer(exported)
         assert self._plain_stack is not None

@@ -141,6 +141,26 @@ def _forget_older(current: Path) -> None:
             continue  # another writer's export under way (no meta yet), or not ours: leave it
 
 
+def export_or_fallback(
+    model_dir: str | Path,
+    kind: str,
+    cache: Path | None,
+    load: Callable[[], tuple[Any, Any]],
+    log: Callable[[str], None] | None,
+    required: bool,
+) -> Exported | None:
+    """`cached_export`, or None when the model cannot be exported and ONNX Runtime was only
+    chosen by `auto` (then torch runs it, and `log` says so); a ModelError when it was asked for."""
+    try:
+        return cached_export(model_dir, kind, cache or cache_root(), load, log)
+    except ExportError as exc:
+        if required:
+            raise ModelError(f"{exc}; use --backend torch") from exc
+        if log is not None:
+            log(f"{exc}; running the {kind} with torch instead")
+        return None
+
+
 def _read_meta(folder: Path) -> Exported | None:
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))

@@ -290,14 +290,11 @@ class Reader:
         be exported (an architecture torch's exporter does not handle): then torch reads."""
         from qa import onnx_models
 
-        cache = self._cache or onnx_models.cache_root()
-        try:
-            exported = onnx_models.cached_export(self.model_name, "reader", cache, self._load_torch, self._log)
-        except onnx_models.ExportError as exc:
-            if self._wanted_backend == "onnx":
-                raise ModelError(f"{exc}; use --backend torch") from exc
-            if self._log is not None:
-                self._log(f"{exc}; reading with torch instead")
+        required = self._wanted_backend == "onnx"
+        exported = onnx_models.export_or_fallback(
+            self.model_name, "reader", self._cache, self._load_torch, self._log, required
+        )
+        if exported is None:
             return False
         self._model = onnx_models.session(exported.graph)
         self._windows_tokenizer = onnx_models.load_tokenizer(exported)

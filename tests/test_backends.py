@@ -168,3 +168,24 @@ def test_qa_ask_answers_the_same_on_either_backend(assistant) -> None:
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "Error: QA_BACKEND must be one of auto, onnx, torch, got 'gpu'"
     ]
+
+
+def test_a_model_torch_cannot_export_runs_on_torch_unless_onnx_was_asked_for(
+    tiny_reader: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*args: object) -> None:
+        raise RuntimeError("Unsupported: an operator the exporter lacks\nmore detail")
+
+    monkeypatch.setattr(onnx_models, "_export", fails)
+    monkeypatch.setattr(loading, "cpu_flags_have_bf16", lambda: False)
+    said: list[str] = []
+    auto = Reader(str(tiny_reader), cache=tmp_path, log=said.append)
+    auto.warm_up()
+    assert auto.backend == "torch" and auto.read(["Which?"], ["one two three"])
+    assert said == [
+        f"Preparing the reader for ONNX Runtime (once per model; kept in {tmp_path})...",
+        f"could not export the reader {tiny_reader} to ONNX (Unsupported: an operator the exporter lacks); "
+        "running the reader with torch instead",
+    ]
+    with pytest.raises(ModelError, match=r"could not export the reader .*; use --backend torch"):
+        Reader(str(tiny_reader), backend="onnx", cache=tmp_path).warm_up()
