@@ -156,8 +156,7 @@ def window_encodings(
     """`tokenize_windows` done on the `tokenizers` library directly, as transformers' fast
     tokenizer does it (the same calls on the same Rust tokenizer; a test holds them equal), so
     reading needs neither transformers nor torch."""
-    tokenizer.enable_truncation(max_length, stride=stride, strategy="only_second", direction="right")
-    tokenizer.no_padding()
+    set_windows(tokenizer, max_length, stride)
     windows, pairs = [], []
     for i, enc in enumerate(
         tokenizer.encode_batch([(q.lstrip(), c) for q, c in zip(questions, contexts, strict=True)])
@@ -166,6 +165,18 @@ def window_encodings(
             windows.append(window)
             pairs.append(i)
     return Windows(windows, pairs)
+
+
+def set_windows(tokenizer: Any, max_length: int, stride: int) -> None:
+    """Make `tokenizer` cut stride windows as transformers does; a no-op when it already does.
+
+    Set once per reader (at load), not per call: a tokenizer being changed while another thread
+    encodes with it raises "Already borrowed", and readers are shared across a server's threads.
+    """
+    wanted = {"max_length": max_length, "stride": stride, "strategy": "only_second", "direction": "right"}
+    if tokenizer.truncation != wanted or tokenizer.padding is not None:
+        tokenizer.enable_truncation(**wanted)
+        tokenizer.no_padding()
 
 
 @dataclass(frozen=True)
@@ -281,6 +292,7 @@ class Reader:
         self._tokenizer = tokenizer
         # A copy: transformers resets the truncation state of its own on every call.
         self._windows_tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        set_windows(self._windows_tokenizer, self.settings.max_length, self.settings.stride)
         self._pad_id = tokenizer.pad_token_id or 0
         self._device = device
         self.backend = "torch"
@@ -298,6 +310,7 @@ class Reader:
             return False
         self._model = onnx_models.session(exported.graph)
         self._windows_tokenizer = onnx_models.load_tokenizer(exported)
+        set_windows(self._windows_tokenizer, self.settings.max_length, self.settings.stride)
         self._inputs, self._pad_id = exported.inputs, exported.pad_id
         self._device, self.dtype, self.backend = "cpu", "float32", "onnx"
         return True

@@ -189,3 +189,17 @@ def test_a_model_torch_cannot_export_runs_on_torch_unless_onnx_was_asked_for(
     ]
     with pytest.raises(ModelError, match=r"could not export the reader .*; use --backend torch"):
         Reader(str(tiny_reader), backend="onnx", cache=tmp_path).warm_up()
+
+
+@pytest.mark.slow
+def test_one_assistant_answers_from_several_threads_at_once(assistant) -> None:
+    """A server shares one reader across threads: nothing it holds may be changed per call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = ["Who devised the process?", "Who said the situation was crazy?", "Which newspaper reported it?"] * 4
+    alone = [assistant.ask(q).answer for q in questions]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda q: assistant.ask(q).answer, questions))
+    assert [(a.text, a.start, a.end) if a else None for a in together] == [
+        (a.text, a.start, a.end) if a else None for a in alone
+    ]
