@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def as_a_user_starts_it() -> None:
+    """Ctrl+C as a terminal delivers it: a test run started in the background (`cmd &` in a script)
+    inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def start_server(args: list[str], port: int, log: Path) -> Iterator[str]:
     """`qa serve --port PORT ARGS` in a subprocess, as a user starts it; yields its URL once it answers."""
@@ -33,6 +40,7 @@ def start_server(args: list[str], port: int, log: Path) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=as_a_user_starts_it,
         )
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, start_server
+from helpers import as_a_user_starts_it, free_port, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE_NAME = "pentagon-ukraine-long-range-strikes.txt"
@@ -446,6 +446,7 @@ def start_a_long_batch(place: dict[str, str], tmp_path: Path) -> tuple[subproces
         [sys.executable, "-m", "qa.cli", "batch", str(questions), "--out", str(out)],
         stderr=subprocess.PIPE,
         env=full,
+        preexec_fn=as_a_user_starts_it,
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

@@ -164,10 +164,15 @@ def test_the_process_waits_passively_unless_told_otherwise() -> None:
 
     env: dict[str, str] = {}
     process_policy(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}  # see benchmarks/load.py
-    env = {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "1"}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}  # see benchmarks/load.py
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "1", "TOKENIZERS_PARALLELISM": "true"}
     process_policy(env)
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "QA_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    assert env == {
+        "OMP_WAIT_POLICY": "ACTIVE",
+        "QA_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "true",
+    }
 
 
 def test_a_bad_thread_count_is_one_line() -> None:
