@@ -90,7 +90,8 @@ def test_a_second_writer_waits_then_uses_what_the_first_built(tmp_path: Path) ->
             time.sleep(0.01)
         assert logs == [f"waiting for another qa index on {tmp_path / 'index'}…"]
         docs = list(first.documents.values())
-        built = write_generation(tmp_path / "index", docs, first.embedder, first.chunk_size, first.chunk_overlap)
+        size, overlap = first.settings.chunk_size, first.settings.chunk_overlap
+        built = write_generation(tmp_path / "index", docs, first.embedder, size, overlap)
         assert waiter.is_alive()  # it waits for the lock, it does not build alongside
     waiter.join(timeout=30)
     index, reason = outcome[0]
