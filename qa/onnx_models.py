@@ -107,9 +107,9 @@ def cached_export(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(
-            f"cannot write the ONNX cache folder {folder} ({exc.strerror}); set QA_CACHE_DIR to a writable "
-            "folder, or use the torch backend (--backend torch)"
+        raise ExportError(
+            f"cannot write the ONNX cache folder {folder} ({exc.strerror or exc}); set QA_CACHE_DIR to a "
+            "writable folder"
         ) from exc
     model, tokenizer = load()  # first: a model that cannot load is its own one-line error
     if log is not None:
@@ -149,8 +149,9 @@ def export_or_fallback(
     log: Callable[[str], None] | None,
     required: bool,
 ) -> Exported | None:
-    """`cached_export`, or None when the model cannot be exported and ONNX Runtime was only
-    chosen by `auto` (then torch runs it, and `log` says so); a ModelError when it was asked for."""
+    """`cached_export`, or None when the model cannot be exported (or the cache not written: a
+    read-only home) and ONNX Runtime was only chosen by `auto`: then torch runs it, and `log` says
+    so. A ModelError when ONNX Runtime was asked for."""
     try:
         return cached_export(model_dir, kind, cache or cache_root(), load, log)
     except ExportError as exc:

@@ -97,11 +97,19 @@ def test_a_damaged_export_is_one_clear_error_naming_the_fix(tiny_reader: Path, t
         Reader(str(tiny_reader), backend="onnx", cache=tmp_path).warm_up()
 
 
-def test_an_unwritable_cache_is_one_clear_error(tiny_reader: Path, tmp_path: Path) -> None:
+def test_an_unwritable_cache_is_one_clear_error_or_torch_under_auto(
+    tiny_reader: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
-    with pytest.raises(ModelError, match=r"cannot write the ONNX cache folder .* set QA_CACHE_DIR"):
+    with pytest.raises(ModelError, match=r"cannot write the ONNX cache folder .* set QA_CACHE_DIR.*--backend torch"):
         Reader(str(tiny_reader), backend="onnx", cache=blocked).warm_up()
+    said: list[str] = []
+    monkeypatch.setattr(loading, "cpu_flags_have_bf16", lambda: False)  # where auto means ONNX Runtime
+    auto = Reader(str(tiny_reader), backend="auto", cache=blocked, log=said.append)
+    auto.warm_up()
+    assert auto.backend == "torch"
+    assert len(said) == 1 and said[0].startswith("cannot write the ONNX cache folder"), said
 
 
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
