@@ -156,6 +156,7 @@ ray_options = applied(
             default=DEFAULT_RAY_TIMEOUT_S,
             show_default=True,
             type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
             help=f"Seconds Ray's actors may take to start before the run stops, saying why [env {RAY_TIMEOUT_ENV}].",
         ),
     )

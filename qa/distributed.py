@@ -175,17 +175,16 @@ class RayCluster:
 
     def check(self) -> None:
         """What can be checked before any work, the index included: Ray installed, the address well
-        formed and answering (unless this process already holds a Ray session, which is used)."""
+        formed and answering (and for `auto`, RAY_ADDRESS, which `ray.init()` follows, unless this
+        process already holds a Ray session, which is then used)."""
         ray = import_ray()
         if not self.timeout_s > 0:
             raise ClusterError(f"the Ray time limit must be a number of seconds above 0, got {self.timeout_s!r}")
         target = parse_address(self.address)
-        if ray.is_initialized():
-            return
         env_address = os.environ.get("RAY_ADDRESS", "").strip()
         if target is not None:
             check_reachable(self.address, target)
-        elif env_address not in ("", "auto", "local"):  # ray.init() follows RAY_ADDRESS: check it too
+        elif env_address not in ("", "auto", "local") and not ray.is_initialized():
             check_reachable(f"RAY_ADDRESS={env_address}", parse_address(env_address) or ("127.0.0.1", HEAD_PORT))
 
     def connect(self) -> Any:
