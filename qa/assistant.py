@@ -45,6 +45,9 @@ from qa.settings import Settings, check_min_confidence, check_retrieval
 from qa.types import Document, Passage, Result
 
 MAX_QUESTION_CHARS = 500
+# Questions answered together (one retrieval and one reader call); `qa batch --ray` cuts its work
+# at the same places, so the reader sees the same batches and a run on Ray gives the same bytes.
+QUESTION_BATCH = 64
 # An article file as stat(2) saw it: path, size, mtime_ns, ctime_ns, inode.
 FileStamp = tuple[str, int, int, int, int]
 
@@ -362,7 +365,7 @@ class Assistant:
         top_k: int = 1,
         doc_id: str | None = None,
         progress: bool = False,
-        batch_size: int = 64,
+        batch_size: int = QUESTION_BATCH,
         min_confidence: float | None = None,
     ) -> list[Result]:
         """Answer many questions in input order; a bad question gets a Result with `error` set."""
@@ -374,7 +377,7 @@ class Assistant:
         top_k: int = 1,
         doc_id: str | None = None,
         progress: bool = False,
-        batch_size: int = 64,
+        batch_size: int = QUESTION_BATCH,
         total: int | None = None,
         min_confidence: float | None = None,
     ) -> Iterator[Result]:

@@ -242,15 +242,18 @@ def run_batch(
     Ctrl+C or SIGTERM stops the run and keeps what was answered: the records so far go where they
     were asked to go (an output with none is left as it was), and the run says it was interrupted.
     A failure leaves `out`'s target as it was. The assistant is made inside, so that a failure to
-    make it leaves `out` untouched too.
+    make it leaves `out` untouched too, and closed at the end when it has a `close` (one answering
+    on a Ray cluster leaves it).
     """
     writer = RecordWriter(out.stream if out is not None else sys.stdout, fmt)
     run = BatchRun(total=len(items), where="standard output" if out is None else out.shown)
     records: Iterator[dict[str, Any]] | None = None
+    assistant: Any = None
     # The handler covers the except clause too, so that saving the records is not cut short.
     with sigterm_as_interrupt():
         try:
-            records = iter_records(make_assistant(), items, top_k=top_k, progress=progress, doc_id=doc_id)
+            assistant = make_assistant()
+            records = iter_records(assistant, items, top_k=top_k, progress=progress, doc_id=doc_id)
             for record in records:
                 writer.write(record)
                 run.count(record)
@@ -275,4 +278,6 @@ def run_batch(
             run.written = writer.count
             if out is not None and not out.closed:
                 out.discard()  # a failure before the end: the target keeps what it held
+            if hasattr(assistant, "close"):
+                assistant.close()  # one answering on a Ray cluster (`qa.distributed`) leaves it
     return run

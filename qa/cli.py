@@ -28,8 +28,8 @@ from qa.cli_options import (
     backend_option,
     batch_format_options,
     calibrate_options,
-    embed_option,
-    index_option,
+    index_options,
+    ray_options,
     reader_option,
     serve_options,
     train_options,
@@ -73,10 +73,15 @@ def resolve_settings(opts: dict[str, Any]) -> Settings:
 
 
 def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
-    """The assistant over the articles folder, or over the one --article (a checked Document), in memory."""
+    """The assistant over the articles folder, or the one --article (a checked Document) in memory; --ray: on Ray."""
     from qa.assistant import Assistant
 
+    ray_address, ray_timeout = opts.pop("ray_address", None), opts.pop("ray_timeout", None)
     settings = resolve_settings(opts)
+    if ray_address is not None:
+        from qa.distributed import RayAssistant
+
+        return RayAssistant(ray_address, settings, article, timeout_s=ray_timeout, log=_err)
     if article is not None:
         return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
@@ -100,27 +105,20 @@ def cli() -> None:
 
 @cli.command("index")
 @click.argument("folder", required=False, type=click.Path(file_okay=False))
-@index_option
-@embed_option
-@backend_option
-@click.option("--force", is_flag=True, help="Rebuild even when the index is up to date.")
-def index_cmd(folder: str | None, index_dir: str, embed_model: str | None, backend: str | None, force: bool) -> None:
+@index_options
+def index_cmd(folder: str | None, force: bool, **opts: Any) -> None:
     """Chunk and embed the articles in FOLDER (default: seeds/ or $QA_SEEDS) into the index.
 
-    Example: qa index seeds/ --index-dir index/
+    Example: qa index seeds/ --index-dir index/  (to embed on a Ray cluster, add --ray auto or --ray HOST:PORT)
     """
-    from qa.assistant import Assistant
-
-    settings = resolve_settings(
-        {"seeds": folder, "index_dir": index_dir, "embed_model": embed_model, "backend": backend}
-    )
-    index, reason = Assistant(settings=settings, log=_err).build_index(force=force, progress=True)
-    m = index.manifest
+    assistant = make_assistant({"seeds": folder, **opts})
+    index, reason = assistant.build_index(force=force, progress=True)
+    m, where = index.manifest, assistant.settings.index_dir
     if reason is None:
-        click.echo(f"Index in {settings.index_dir} is up to date: {len(m.documents)} article(s), {m.chunks} chunks.")
+        click.echo(f"Index in {where} is up to date: {len(m.documents)} article(s), {m.chunks} chunks.")
     else:
         click.echo(
-            f"Indexed {len(m.documents)} article(s) into {settings.index_dir}: {m.chunks} chunks "
+            f"Indexed {len(m.documents)} article(s) into {where}: {m.chunks} chunks "
             f"({m.embed_model}, {m.dimension} dimensions); rebuilt because {reason}."
         )
 
@@ -173,10 +171,11 @@ def format_result(result: Any) -> str:
 @click.option("--doc", "doc_id", default=None, help="Only this article.")
 @article_option
 @assistant_options
+@ray_options
 def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **opts: Any) -> None:
     """Answer a file of questions (.jsonl, .csv, .txt, or - for stdin), one record each, in order.
 
-    Example: qa batch questions.txt --out answers.csv
+    Example: qa batch questions.txt --out answers.csv  (on a Ray cluster: add --ray auto or --ray HOST:PORT)
     """
     from qa.batch import output_format, read_questions, run_batch
     from qa.files import OutputFile

@@ -18,9 +18,11 @@ from qa.settings import (
     DEFAULT_EMBED_MODEL,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DEFAULT_RAY_TIMEOUT_S,
     ENV,
     HOST_ENV,
     PORT_ENV,
+    RAY_TIMEOUT_ENV,
     RETRIEVAL_METHODS,
     Settings,
 )
@@ -134,6 +136,40 @@ batch_format_options = applied(
             type=click.Choice(list(FORMATS)),
             help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
         ),
+    )
+)
+
+# `qa batch` and `qa index` on a Ray cluster (qa/distributed.py).
+ray_options = applied(
+    (
+        click.option(
+            "--ray",
+            "ray_address",
+            default=None,
+            metavar="auto|ADDRESS",
+            help="Run the models on a Ray cluster: auto joins the one on this machine or starts one, HOST:PORT "
+            'joins that one (ray start --head prints it). Needs Ray: pip install -e ".[ray]".',
+        ),
+        click.option(
+            "--ray-timeout",
+            envvar=RAY_TIMEOUT_ENV,
+            default=DEFAULT_RAY_TIMEOUT_S,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help=f"Seconds Ray's actors may take to start before the run stops, saying why [env {RAY_TIMEOUT_ENV}].",
+        ),
+    )
+)
+
+# `qa index`'s, after FOLDER.
+index_options = applied(
+    (
+        index_option,
+        embed_option,
+        backend_option,
+        click.option("--force", is_flag=True, help="Rebuild even when the index is up to date."),
+        ray_options,
     )
 )
 

@@ -21,3 +21,7 @@ class IndexStoreError(QAError):
 
 class ModelError(QAError):
     """A model that cannot be found or loaded."""
+
+
+class ClusterError(QAError):
+    """A Ray cluster that cannot be used (`--ray`): Ray not installed, not reachable, or no room for the actors."""

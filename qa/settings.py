@@ -34,6 +34,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 HOST_ENV, PORT_ENV = "QA_HOST", "QA_PORT"
 
+# `--ray`: how long Ray's actors may take to start before the run stops with what was asked and
+# what the cluster has (a cluster without room would otherwise keep them pending forever).
+RAY_TIMEOUT_ENV = "QA_RAY_TIMEOUT"
+DEFAULT_RAY_TIMEOUT_S = 60.0
+
 # setting name -> environment variable
 ENV = {
     "seeds": "QA_SEEDS",
