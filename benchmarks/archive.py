@@ -51,7 +51,16 @@ from typing import Any
 # telemetry) is imported from beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import HAYSTACK_SPLIT_LENGTH, HAYSTACK_SPLIT_OVERLAP, CpuWatch, fmt, machine_line, qa_command, versions
+from bench import (
+    HAYSTACK_SPLIT_LENGTH,
+    HAYSTACK_SPLIT_OVERLAP,
+    CpuWatch,
+    fmt,
+    haystack_query_pipeline,
+    machine_line,
+    qa_command,
+    versions,
+)
 
 from qa.metrics import percentile
 
@@ -474,38 +483,7 @@ def haystack_store(folder: Path, embed_path: str) -> tuple[Any, int]:
 
 def haystack_pipeline(store: Any, reader_path: str, embed_path: str, passages: int) -> Callable[[str], dict[str, Any]]:
     """bench.py's pipeline over `store`; the returned `ask` gives the answer and the passages read."""
-    import torch
-    from haystack import Pipeline
-    from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
-    from haystack.utils import ComponentDevice
-    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
-    from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
-
-    from qa.reader import ReaderSettings
-
-    settings = ReaderSettings.load(reader_path)  # the same window size and stride as article-qa reads with
-    cpu = ComponentDevice.from_str("cpu")
-    pipe = Pipeline()
-    pipe.add_component(
-        "embedder",
-        SentenceTransformersTextEmbedder(
-            model=embed_path, device=cpu, normalize_embeddings=True, progress_bar=False, local_files_only=True
-        ),
-    )
-    pipe.add_component("retriever", InMemoryEmbeddingRetriever(document_store=store, top_k=passages))
-    reader = TransformersExtractiveReader(
-        model=reader_path,
-        device=cpu,
-        top_k=1,  # one answer plus Haystack's no-answer, as in bench.py
-        no_answer=True,
-        max_seq_length=settings.max_length,
-        stride=settings.stride,
-        model_kwargs={"dtype": torch.float32},  # as article-qa loads it
-    )
-    pipe.add_component("reader", reader)
-    pipe.connect("embedder.embedding", "retriever.query_embedding")
-    pipe.connect("retriever.documents", "reader.documents")
-    pipe.warm_up()
+    pipe = haystack_query_pipeline(store, reader_path, embed_path, passages)
 
     def ask(q: str) -> dict[str, Any]:
         out = pipe.run({"embedder": {"text": q}, "reader": {"query": q}}, include_outputs_from={"retriever"})

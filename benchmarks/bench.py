@@ -299,40 +299,20 @@ def bench_cold_start(seeds: Path, index: Path, question: str, runs: int, reader:
 # --- Haystack ---------------------------------------------------------------------------------
 
 
-def bench_haystack(
-    article: Path, questions: list[str], repeats: int, reader_path: str, embed_path: str, passages: int
-) -> SystemFigures:
+def haystack_query_pipeline(store: Any, reader_path: str, embed_path: str, passages: int) -> Any:
+    """Question embedder -> embedding retriever (top `passages`) -> extractive reader over `store`, with
+    the same models, window and stride as article-qa, warmed up (archive.py uses it too)."""
     import torch
-    from haystack import Document, Pipeline
-    from haystack.components.preprocessors import DocumentSplitter
+    from haystack import Pipeline
     from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
-    from haystack.document_stores.in_memory import InMemoryDocumentStore
     from haystack.utils import ComponentDevice
-    from haystack_integrations.components.embedders.sentence_transformers import (
-        SentenceTransformersDocumentEmbedder,
-        SentenceTransformersTextEmbedder,
-    )
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
     from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
     from qa.reader import ReaderSettings
 
-    figures = SystemFigures("Haystack", batch_questions=len(questions) * BATCH_COPIES)
     settings = ReaderSettings.load(reader_path)  # same window size and stride as article-qa reads with
     cpu = ComponentDevice.from_str("cpu")
-    t0 = time.perf_counter()
-
-    splitter = DocumentSplitter(
-        split_by="period", split_length=HAYSTACK_SPLIT_LENGTH, split_overlap=HAYSTACK_SPLIT_OVERLAP
-    )
-    text = article.read_text(encoding="utf-8")
-    docs = splitter.run(documents=[Document(content=text, meta={"doc_id": article.name})])["documents"]
-    doc_embedder = SentenceTransformersDocumentEmbedder(
-        model=embed_path, device=cpu, normalize_embeddings=True, progress_bar=False, local_files_only=True
-    )
-    doc_embedder.warm_up()
-    store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
-    store.write_documents(doc_embedder.run(documents=docs)["documents"])
-
     pipe = Pipeline()
     pipe.add_component(
         "embedder",
@@ -356,6 +336,37 @@ def bench_haystack(
     pipe.connect("embedder.embedding", "retriever.query_embedding")
     pipe.connect("retriever.documents", "reader.documents")
     pipe.warm_up()
+    return pipe
+
+
+def bench_haystack(
+    article: Path, questions: list[str], repeats: int, reader_path: str, embed_path: str, passages: int
+) -> SystemFigures:
+    from haystack import Document
+    from haystack.components.preprocessors import DocumentSplitter
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+    from haystack.utils import ComponentDevice
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersDocumentEmbedder,
+    )
+
+    figures = SystemFigures("Haystack", batch_questions=len(questions) * BATCH_COPIES)
+    cpu = ComponentDevice.from_str("cpu")
+    t0 = time.perf_counter()
+
+    splitter = DocumentSplitter(
+        split_by="period", split_length=HAYSTACK_SPLIT_LENGTH, split_overlap=HAYSTACK_SPLIT_OVERLAP
+    )
+    text = article.read_text(encoding="utf-8")
+    docs = splitter.run(documents=[Document(content=text, meta={"doc_id": article.name})])["documents"]
+    doc_embedder = SentenceTransformersDocumentEmbedder(
+        model=embed_path, device=cpu, normalize_embeddings=True, progress_bar=False, local_files_only=True
+    )
+    doc_embedder.warm_up()
+    store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    store.write_documents(doc_embedder.run(documents=docs)["documents"])
+
+    pipe = haystack_query_pipeline(store, reader_path, embed_path, passages)
     figures.warm_up_s = time.perf_counter() - t0
     log(f"Haystack: {len(docs)} documents (split by period) indexed and models loaded in {figures.warm_up_s:.1f} s")
 
