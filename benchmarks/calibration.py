@@ -57,12 +57,16 @@ def observe_all(path: Path, test: Path | None) -> dict[str, list[Observation]]:
     import tempfile
 
     from qa.assistant import Assistant
+    from qa.calibration import reader_fingerprint
     from qa.evaluate import load_gold
+    from qa.loading import resolve_reader_model
 
+    news = Assistant(ROOT / "seeds", ROOT / "index", log=lambda m: None)
+    reader = reader_fingerprint(resolve_reader_model(news.settings.reader_model))
     if path.is_file():
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {k: [Observation(**o) for o in v] for k, v in raw.items()}
-    news = Assistant(ROOT / "seeds", ROOT / "index", log=lambda m: None)
+        if raw.pop("reader", None) == reader:  # observations of another reader are asked again
+            return {k: [Observation(**o) for o in v] for k, v in raw.items()}
     out = {"news": observe(news, load_gold(ROOT / "eval" / "calibration.jsonl"), "news", progress=True)}
     if test is not None:
         out["test"] = observe(news, load_gold(test), "news", progress=True)
@@ -71,7 +75,8 @@ def observe_all(path: Path, test: Path | None) -> dict[str, list[Observation]]:
         wiki = Assistant(Path(tmp) / "articles", Path(tmp) / "index", reader=news.reader, embedder=news.embedder)
         out["squad"] = observe(wiki, items, "squad", progress=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: [asdict(o) for o in v] for k, v in out.items()}), encoding="utf-8")
+    saved = {"reader": reader, **{k: [asdict(o) for o in v] for k, v in out.items()}}
+    path.write_text(json.dumps(saved), encoding="utf-8")
     return out
 
 
@@ -112,8 +117,41 @@ def main() -> None:
         f"shipped: SQuAD fit, SQuAD CV: {score_cross_validated(obs['squad'], lambda o: fit(o, FEATURES)).line()}\n"
         f"  + news refit, news CV: {news_cv.line()}\n  + news refit, test: {test.line() if test else 'n/a'}"
     )
+    prior_shift(obs["squad"], Calibration.load(ROOT / "qa" / "models" / "reader" / "calibration.json"))
     if args.plots is not None:
         plot(obs, shipped, args.plots)
+
+
+def prior_shift(squad: list[Observation], calibration: Calibration) -> None:
+    """The F1-best min confidence as the share of unanswerable questions changes: the validation
+    questions reweighted so that unanswerable ones are that share (SQuAD 2.0's is 38%)."""
+    from qa.calibration import best_min_confidence
+
+    probs = [None if o.features is None else calibration.probability(o.features) for o in squad]
+    unanswerable = sum(not o.answerable for o in squad)
+    answerable = len(squad) - unanswerable
+
+    def weighted_f1(cut: float, w_un: float) -> float:
+        total = weight = 0.0
+        for p, o in zip(probs, squad, strict=True):
+            answered = p is not None and p >= cut
+            f1 = (o.f1 if answered else 0.0) if o.answerable else float(not answered)
+            w = 1.0 if o.answerable else w_un
+            total, weight = total + w * f1, weight + w
+        return 100 * total / weight
+
+    print(
+        f"\nshare of unanswerable questions vs the min confidence (SQuAD validation, deployed mode; shipped cut "
+        f"{calibration.min_confidence:.3f}, fitted where {100 * unanswerable / len(squad):.0f}% are unanswerable)"
+    )
+    print(f"{'unanswerable':>12} {'F1 at shipped cut':>18} {'best cut':>9} {'F1 there':>9} {'F1 answering all':>17}")
+    for share in (0.38, 0.2, 0.1, 0.033, 0.0):
+        w_un = share * answerable / ((1 - share) * unanswerable)
+        best = best_min_confidence(probs, squad, [1.0 if o.answerable else w_un for o in squad])
+        print(
+            f"{100 * share:>11.1f}% {weighted_f1(calibration.min_confidence, w_un):>18.1f} {best:>9.3f} "
+            f"{weighted_f1(best, w_un):>9.1f} {weighted_f1(0.0, w_un):>17.1f}"
+        )
 
 
 def plot(obs: dict[str, list[Observation]], shipped: Calibration, folder: Path) -> None:

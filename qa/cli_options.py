@@ -256,6 +256,11 @@ _TRAIN_OPTIONS = (
         click.FloatRange(0, 1),
         "Share of answerable questions also paired with another paragraph of their article, labelled no-answer.",
     ),
+    train_option(
+        "--unanswerable-repeats",
+        click.IntRange(min=1),
+        "Train on each unanswerable question this many times (oversampling).",
+    ),
     click.option(
         "--time-budget",
         type=click.FloatRange(min=0, min_open=True),

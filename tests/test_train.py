@@ -15,7 +15,7 @@ from qa.cli import cli
 from qa.errors import InputError
 from qa.squad import SquadExample, load_squad
 from qa.training.config import TrainConfig
-from qa.training.data import KIND_OTHER_PARAGRAPH, load_training_data, training_pairs
+from qa.training.data import KIND_OTHER_PARAGRAPH, KIND_UNANSWERABLE, load_training_data, training_pairs
 from qa.training.features import Features, build_features
 from qa.training.schedule import Plan
 from qa.training.trainer import train_reader
@@ -74,6 +74,31 @@ def test_other_paragraph_negatives_come_from_the_same_article_and_never_hold_the
         assert p.context in {e.context for e in examples if e.title == source.title}
         assert source.answers[0].lower() not in p.context.lower()  # "the North Sea" paragraph is never used
     assert not [p for p in training_pairs(examples, 0.0, random.Random(0)) if p.kind == KIND_OTHER_PARAGRAPH]
+
+
+def test_unanswerable_questions_are_oversampled_and_nothing_else_is() -> None:
+    examples = article(
+        "A",
+        [
+            ("The Rhine flows into the North Sea.", [("Where does the Rhine flow?", "the North Sea")]),
+            ("The North Sea is cold.", [("How deep is the sea?", None), ("Who named the sea?", None)]),
+        ],
+    )
+    once = training_pairs(examples, 0.0, random.Random(0))
+    thrice = training_pairs(examples, 0.0, random.Random(0), unanswerable_repeats=3)
+    unanswerable = [p for p in thrice if p.kind == KIND_UNANSWERABLE]
+    assert len(unanswerable) == 6 and {p.question for p in unanswerable} == {
+        "How deep is the sea?",
+        "Who named the sea?",
+    }
+    assert [p for p in thrice if p.kind != KIND_UNANSWERABLE] == [p for p in once if p.kind != KIND_UNANSWERABLE]
+    assert TrainConfig.from_json({**TrainConfig().to_json(), "unanswerable_repeats": 4}, "x").unanswerable_repeats == 4
+    assert (
+        TrainConfig.from_json(
+            {k: v for k, v in TrainConfig().to_json().items() if k != "unanswerable_repeats"}, "x"
+        ).unanswerable_repeats
+        == 1
+    )  # a checkpoint from before the option resumes as it was trained
 
 
 def test_features_are_flat_arrays_and_batches_match_the_tokenizer(tiny_reader: Path, tmp_path: Path) -> None:

@@ -35,6 +35,10 @@ class TrainConfig:
     val_articles: Sequence[str] = VALIDATION_ARTICLES
     # Share of answerable questions also paired with another paragraph of their article (no answer).
     negatives: float = 0.25
+    # Each unanswerable question is trained on this many times: SQuAD's crowd-written ones are
+    # 3.6% of the windows, and they teach what other-paragraph negatives do not (a paragraph on
+    # the topic that still does not say).
+    unanswerable_repeats: int = 1
     time_budget: float | None = None  # minutes for the whole run, validation included
     checkpoint_minutes: float = 10.0
     eager_attention: bool = True

@@ -68,8 +68,12 @@ class Pair:
     kind: int
 
 
-def training_pairs(examples: Sequence[SquadExample], negatives: float, rng: random.Random) -> list[Pair]:
+def training_pairs(
+    examples: Sequence[SquadExample], negatives: float, rng: random.Random, unanswerable_repeats: int = 1
+) -> list[Pair]:
     """Every question with its own paragraph, plus other-paragraph negatives for a share of them.
+
+    Unanswerable questions come `unanswerable_repeats` times (oversampled; the batches are shuffled).
 
     A negative paragraph is one of the same article (same topic and names, so it is a hard
     negative, like a retrieved chunk) that contains none of the question's gold answers.
@@ -77,7 +81,8 @@ def training_pairs(examples: Sequence[SquadExample], negatives: float, rng: rand
     pairs = []
     for ex in examples:
         label = majority_answer(ex)
-        pairs.append(Pair(ex.question, ex.context, label, KIND_ANSWER if label else KIND_UNANSWERABLE))
+        pair = Pair(ex.question, ex.context, label, KIND_ANSWER if label else KIND_UNANSWERABLE)
+        pairs.extend([pair] * (1 if label else unanswerable_repeats))
     if negatives <= 0:
         return pairs
     by_title: dict[str, list[str]] = collections.defaultdict(list)

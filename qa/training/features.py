@@ -137,6 +137,7 @@ def features_key(cfg: TrainConfig, tokenizer_name: str) -> str:
         cfg.max_length,
         cfg.stride,
         cfg.negatives,
+        cfg.unanswerable_repeats,
         cfg.seed,
         cfg.max_train_questions,
         sorted(cfg.val_articles),
@@ -152,7 +153,7 @@ def cached_features(
     key = features_key(cfg, tokenizer_name)
     feats = Features.load(path, key)
     if feats is None:
-        pairs = training_pairs(train, cfg.negatives, random.Random(cfg.seed))
+        pairs = training_pairs(train, cfg.negatives, random.Random(cfg.seed), cfg.unanswerable_repeats)
         feats = build_features(tokenizer, pairs, cfg.max_length, cfg.stride, progress)
         del pairs
         feats.save(path, key)
