@@ -19,6 +19,10 @@ from qa.loading import (
 )
 from qa.onnx_models import pad
 
+# Texts tokenized at once when embedding many: bounds the memory of indexing a big folder, while
+# each window is still long enough to sort into batches of similar length.
+TOKENIZE_WINDOW = 2048
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -146,22 +150,32 @@ class Embedder:
 
         Texts are stripped as sentence-transformers strips them, and run in batches of similar
         token length (longest first, as sentence-transformers orders them), so padding costs little.
+        They are tokenized a window at a time: the token lists of a whole 480-article folder held
+        at once took more than a gigabyte, which grew with the folder (the archive benchmark).
         """
         import numpy as np
         from tqdm import tqdm
 
         assert self._plain is not None
-        out = np.zeros((len(texts), 0), dtype=np.float32)
         if not texts:
-            return out
-        rows = self._token_rows([t.strip() for t in texts])
-        order = sorted(range(len(texts)), key=lambda i: -len(rows[i][0]))
-        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        parts: dict[int, np.ndarray] = {}
-        for idx in tqdm(chunks, desc="embedding", unit="batch", disable=not progress, file=sys.stderr):
-            for i, vector in zip(idx, self._pooled_batch([rows[i] for i in idx]), strict=True):
-                parts[i] = vector
-        return np.ascontiguousarray(np.stack([parts[i] for i in range(len(texts))]), dtype=np.float32)
+            return np.zeros((0, 0), dtype=np.float32)
+        stripped = [t.strip() for t in texts]
+        starts = range(0, len(texts), TOKENIZE_WINDOW)
+        batches = sum(-(-min(TOKENIZE_WINDOW, len(texts) - w) // self.batch_size) for w in starts)
+        out: np.ndarray | None = None
+        with tqdm(total=batches, desc="embedding", unit="batch", disable=not progress, file=sys.stderr) as bar:
+            for w in starts:
+                rows = self._token_rows(stripped[w : w + TOKENIZE_WINDOW])
+                order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+                for b in range(0, len(order), self.batch_size):
+                    idx = order[b : b + self.batch_size]
+                    vectors = self._pooled_batch([rows[i] for i in idx])
+                    if out is None:
+                        out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+                    out[[w + i for i in idx]] = vectors
+                    bar.update()
+        assert out is not None
+        return out
 
     def _token_rows(self, texts: list[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """(ids, type ids, attention mask) per text, unpadded."""

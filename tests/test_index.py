@@ -171,6 +171,23 @@ def test_query_and_chunk_vectors_equal_sentence_transformers_vectors(backend: st
     assert np.allclose(np.linalg.norm(light, axis=1), 1.0, atol=1e-5)
 
 
+def test_many_texts_are_tokenized_a_window_at_a_time(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing a big folder must not hold every chunk's tokens at once (its memory grew with the
+    folder): windows of TOKENIZE_WINDOW texts, each still length-sorted, give the same vectors."""
+    import qa.embedding
+
+    texts = [f"Paragraph {i}: " + "the archive grows " * (i % 7) for i in range(23)]
+    whole = embedder.encode(texts)
+    seen: list[int] = []
+    tokenize = embedder._token_rows
+    monkeypatch.setattr(embedder, "_token_rows", lambda part: seen.append(len(part)) or tokenize(part))
+    monkeypatch.setattr(qa.embedding, "TOKENIZE_WINDOW", 5)
+    windowed = embedder.encode(texts)
+    assert seen == [5, 5, 5, 5, 3]
+    assert windowed.shape == whole.shape and windowed.dtype == np.float32
+    assert np.abs(windowed - whole).max() < 1e-5  # the order is kept; padding differs: float noise only
+
+
 class _NoEncoding:
     name = "never-used"
 
