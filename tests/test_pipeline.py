@@ -224,3 +224,31 @@ def test_bm25_is_stored_with_the_index_and_loaded_not_rebuilt(tmp_path: Path, mo
 
     monkeypatch.setattr(bm25s.BM25, "index", no_indexing)
     assert fresh.ask(q).answer is not None
+
+
+def test_bm25_files_are_the_same_bytes_in_every_process_and_find_what_bm25s_finds(tmp_path: Path) -> None:
+    """The vocabulary is numbered in first-seen order, not in a set's (hash-seeded) order, so two
+    builds of the same chunks write the same files; the scores are those of bm25s's own build."""
+    import subprocess
+    import sys
+
+    import bm25s
+
+    from qa.bm25 import BM25, tokens
+
+    texts = [TEXT, "Missiles reach Moscow; the Pentagon reviews every request.", "the of and", "Zelensky asked."]
+    build = (
+        f"import sys; from pathlib import Path; from qa.bm25 import BM25; BM25.build({texts!r}).save(Path(sys.argv[1]))"
+    )
+    for seed in ("1", "2"):
+        env = {"PATH": "", "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", build, str(tmp_path / seed)], check=True, env=env)
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    assert files
+    for name in files:
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+
+    theirs = bm25s.BM25()
+    theirs.index([tokens(t) for t in texts], show_progress=False)
+    questions = ["Who reviews the requests?", "Moscow missiles", "the", "Zelensky"]
+    assert BM25.build(texts).search(questions, 4) == BM25(theirs, len(texts)).search(questions, 4)

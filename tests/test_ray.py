@@ -113,16 +113,10 @@ def test_index_on_ray_writes_the_index_of_a_local_build(cluster: str, env: dict[
     (m_local, g_local), (m_ray, g_ray) = generation(tmp_path / "local"), generation(tmp_path / "ray")
     assert m_ray == m_local
     assert (g_ray / "chunks.jsonl").read_bytes() == (g_local / "chunks.jsonl").read_bytes()
-    # BM25's files list the vocabulary in set order, which differs between any two processes (two
-    # local builds differ as well): compare what it finds instead.
-    from qa.bm25 import BM25
-
-    chunks = m_local["chunks"]
-    assert isinstance(chunks, int)
-    bm25_local, bm25_ray = (BM25.load(g / "bm25", chunks) for g in (g_local, g_ray))
-    assert bm25_local is not None and bm25_ray is not None
-    asked = ["Who devised the process?", "long-range missile strikes", "Elmendorf air base"]
-    assert bm25_ray.search(asked, chunks) == bm25_local.search(asked, chunks)
+    bm25_files = sorted(p.relative_to(g_local) for p in (g_local / "bm25").rglob("*") if p.is_file())
+    assert bm25_files
+    for name in bm25_files:
+        assert (g_ray / name).read_bytes() == (g_local / name).read_bytes(), name
     import faiss
 
     v_local, v_ray = (faiss.read_index(str(g / "vectors.faiss")) for g in (g_local, g_ray))
