@@ -37,14 +37,20 @@ class BM25:
     @classmethod
     def build(cls, texts: Sequence[str]) -> BM25:
         import bm25s
+        import numpy as np
 
-        # Token ids with the vocabulary in first-seen order, not bm25s's lists of token strings: those
-        # took ~250 MB at a moment over the 37,604 chunks of 480 articles, and bm25s ordered their
-        # vocabulary as a set, so two builds of the same chunks wrote different files.
+        # Token ids with the vocabulary in first-seen order, not lists of token strings: bm25s kept
+        # those and its own id lists side by side (~140 MB more at the peak of indexing 480 articles'
+        # 37,604 chunks), and numbered the vocabulary in a set's order, so no two builds of the same
+        # chunks wrote the same files.
         vocab: dict[str, int] = {}
         ids = [[vocab.setdefault(t, len(vocab)) for t in tokens(text)] for text in texts]
+        # bm25s adds its empty token itself, but fails when that would be the only one: chunks made
+        # only of stop words ("It was the.") would stop the whole index build.
+        vocab.setdefault("", len(vocab))
         model = bm25s.BM25()
-        model.index((ids, vocab), show_progress=False)
+        with np.errstate(divide="ignore", invalid="ignore"):  # their average length is then 0
+            model.index((ids, vocab), show_progress=False)
         return cls(model, len(texts))
 
     @classmethod

@@ -523,3 +523,19 @@ def test_a_stopped_server_leaves_no_downloads_folder(
         left = [p.name for p in private_tmp.glob("qa-serve-*")]
     assert left == [], log.read_text(encoding="utf-8")
     assert "Traceback" not in log.read_text(encoding="utf-8")
+
+
+def test_an_article_of_only_stop_words_is_indexed_and_asked(place: dict[str, str], tmp_path: Path) -> None:
+    """BM25 has no word to index in it (bm25s failed with a traceback); it must still be indexed
+    and asked like any article, with nothing printed but the result."""
+    seeds, index = tmp_path / "seeds", tmp_path / "index"
+    seeds.mkdir()
+    (seeds / "a.txt").write_text("It was the.\n", encoding="utf-8")
+    env = {**place, "QA_SEEDS": str(seeds), "QA_INDEX_DIR": str(index)}
+    built = qa(env, "index")
+    err = built.stderr.decode("utf-8", "replace")
+    assert built.returncode == 0 and "Traceback" not in err and "Warning" not in err, err
+    asked = qa(env, "ask", "Who was it?", "--json")
+    assert asked.returncode == 0, asked.stderr.decode("utf-8", "replace")
+    answer = json.loads(asked.stdout)
+    assert answer["question"] == "Who was it?"
