@@ -569,6 +569,13 @@ def mb(b: int | None, note: str = "") -> str:
     return f"{b / 1e6:.1f}"
 
 
+def reindex_share(articles: int, reindex_s: float | None, index_s: float | None) -> tuple[float | None, bool]:
+    """(re-index time / full build time, whether the changed article was the folder's only one);
+    the share is None when either time is missing."""
+    share = reindex_s / index_s if reindex_s and index_s else None
+    return share, articles < 2
+
+
 def rows(r: SizeRun) -> list[list[str]]:
     """metric | article-qa | Haystack | note"""
     o, h = r.ours, r.hay
@@ -577,10 +584,10 @@ def rows(r: SizeRun) -> list[list[str]]:
     def hv(f: Callable[[SystemRun], str]) -> str:
         return "—" if h is None or h.error else f(h)
 
-    share = o.reindex_s / o.index_s if o.reindex_s and o.index_s else None
+    share, only = reindex_share(r.n, o.reindex_s, o.index_s)
     if share is None:
         ok = "n/a"
-    elif r.n < 2:
+    elif only:
         ok = "n/a: the only article changed, so a full build is right"
     else:
         ok = "PASS" if share <= TARGET_REINDEX_SHARE else "MISS"
@@ -725,11 +732,11 @@ def markdown_summary(sizes: Sequence[dict[str, Any]]) -> str:
 
     def reindex(size: dict[str, Any]) -> str:
         ours = size["article_qa"]
-        if not ours.get("reindex_s") or not ours.get("index_s"):
+        share, only = reindex_share(size["articles"], ours.get("reindex_s"), ours.get("index_s"))
+        if share is None:
             return "—"
-        if size["articles"] < 2:
-            return f"{ours['reindex_s']:.1f} s (the only article: a full build)"
-        return f"{ours['reindex_s']:.1f} s ({100 * ours['reindex_s'] / ours['index_s']:.1f}% of the build)"
+        what = "the only article: a full build" if only else f"{100 * share:.1f}% of the build"
+        return f"{ours['reindex_s']:.1f} s ({what})"
 
     k = sizes[0]["k"] if sizes else 3
     metrics: list[tuple[str, Callable[[dict[str, Any]], str]]] = [

@@ -18,16 +18,13 @@ BENCH = ROOT / "benchmarks"
 
 @pytest.fixture(scope="module")
 def archive() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # archive.py imports its sibling bench.py
-    try:
-        spec = importlib.util.spec_from_file_location("archive_bench", BENCH / "archive.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    # archive.py puts its own folder on sys.path for its sibling bench.py.
+    spec = importlib.util.spec_from_file_location("archive_bench", BENCH / "archive.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def side(index_s: float, reindex_s: float | None, f1: float, error: str | None = None) -> dict:
