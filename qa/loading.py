@@ -23,6 +23,10 @@ EMBED_MODEL_ENV = ENV["embed_model"]
 READER_MODEL_ENV = ENV["reader_model"]
 READER_DTYPE_ENV = ENV["reader_dtype"]
 HUB_PROBE_TIMEOUT_S = 3.0
+# "1" or "0": treat this CPU as one with or without native bf16, whatever it has. For the test
+# suite (and benchmarks), so that each machine can run the path that `auto` takes on the other
+# kind; unset, the CPU is asked. A probe of the hardware, not a setting: hence not in Settings.
+CPU_BF16_ENV = "QA_CPU_BF16"
 
 
 def embed_model_name(name: str | None = None) -> str:
@@ -193,8 +197,23 @@ def choose_backend(wanted: str, dtype: str = "auto", device: str | None = None, 
     return "onnx" if onnxruntime_installed() else "torch"
 
 
+def forced_cpu_bf16() -> bool | None:
+    """What QA_CPU_BF16 says this CPU is ("1": native bf16, "0": none), or None when it is not set."""
+    raw = os.environ.get(CPU_BF16_ENV, "").strip()
+    if raw in {"", "auto"}:
+        return None
+    if raw not in {"0", "1"}:
+        raise ModelError(f"{CPU_BF16_ENV} must be 0 or 1 (or unset), got {raw!r}")
+    return raw == "1"
+
+
 def cpu_flags_have_bf16() -> bool | None:
-    """Native bf16 from /proc/cpuinfo's flags (avx512_bf16, amx_bf16); None where there is no such file."""
+    """Native bf16 from /proc/cpuinfo's flags (avx512_bf16, amx_bf16); None where there is no such file.
+
+    QA_CPU_BF16 overrides the answer (see CPU_BF16_ENV)."""
+    forced = forced_cpu_bf16()
+    if forced is not None:
+        return forced
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -204,7 +223,12 @@ def cpu_flags_have_bf16() -> bool | None:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slower."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slower.
+
+    QA_CPU_BF16 overrides the answer (see CPU_BF16_ENV): bfloat16 then runs on any CPU, slowly."""
+    forced = forced_cpu_bf16()
+    if forced is not None:
+        return forced
     try:
         import torch
 

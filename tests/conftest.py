@@ -52,6 +52,37 @@ def assistant(seeds_copy: Path, tmp_path_factory: pytest.TempPathFactory):
     return Assistant(seeds_copy, index, log=lambda msg: None).warm_up()
 
 
+# The two ways `auto` runs the models, one for each CPU kind (qa.loading.choose_backend): ONNX
+# Runtime in float32 where the CPU has no native bf16, torch in bfloat16 where it has. Tests that
+# answer with the real models take one of these explicitly, so every machine runs both paths.
+PATHS = {"no native bf16": ("onnx", "float32"), "native bf16": ("torch", "bfloat16")}
+
+
+@pytest.fixture(scope="session")
+def assistant_on(assistant):
+    """`assistant_on(backend, dtype)`: the real assistant over the shared index, its models run that
+    way (made once a session; the shared `assistant` itself when `auto` chose the same here)."""
+    from qa.assistant import Assistant
+
+    made = {(assistant.reader.backend, assistant.reader.dtype): assistant}
+
+    def make(backend: str, dtype: str):
+        if (backend, dtype) not in made:
+            settings = assistant.settings.with_(backend=backend, reader_dtype=dtype)
+            made[backend, dtype] = Assistant(settings=settings, log=lambda msg: None).warm_up()
+        made_one = made[backend, dtype]
+        assert (made_one.reader.backend, made_one.reader.dtype) == (backend, dtype)
+        return made_one
+
+    return make
+
+
+@pytest.fixture(scope="session", params=list(PATHS), ids=list(PATHS))
+def path_assistant(request, assistant_on):
+    """The real assistant on each of `auto`'s two paths in turn, whatever this CPU is."""
+    return assistant_on(*PATHS[request.param])
+
+
 @pytest.fixture(scope="session")
 def tiny_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny, randomly initialised BERT QA model with the real MiniLM tokenizer (fast to load).

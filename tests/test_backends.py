@@ -1,6 +1,8 @@
 """The two ways the models run: ONNX Runtime (exported once, cached) and torch, which must agree.
 
-The export cache is the test session's own folder (conftest sets QA_CACHE_DIR).
+Every test here names the backend and dtype it runs, so none depends on what `auto` chose on this
+CPU; torch's bfloat16 runs on every machine (slowly where the CPU has no native bf16). The export
+cache is the test session's own folder (conftest sets QA_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -42,16 +44,77 @@ def test_windows_from_tokenizers_equal_transformers_windows(tiny_reader: Path) -
             assert enc.sequence_ids == want.sequence_ids(w)
 
 
+# Each backend test names the backend and dtype it runs and compares like with like, so that it
+# holds on every CPU, whichever way `auto` would choose there. float32 on ONNX Runtime and on
+# torch give the same logits up to float rounding:
+FP32_TOLERANCE = 1e-3
+# bfloat16 rounds every value to 8 bits of mantissa (2^-8 of it) through six layers: on the shipped
+# reader its gaps (logits ~11) were off by up to 0.06 from float32's, and by as much between two
+# bf16 reads that pad differently (emulated on an AMD EPYC without bf16; 0.01-0.04 measured on a CPU
+# with AVX512-BF16). A broken bf16 path (weights lost, a dtype cast missing) misses by whole units.
+BF16_TOLERANCE = 0.25
+QUESTIONS = ["Who devised the process?", "Who said the situation was crazy?", "Which missiles?"] * 3
+
+
+def _pairs(article_text: str) -> tuple[list[str], list[str]]:
+    return QUESTIONS, [article_text[i * 700 : i * 700 + 1400] for i in range(len(QUESTIONS))]
+
+
+def _assert_same_spans(a: list, b: list, tolerance: float) -> None:
+    """Each read's best span is among the other's spans, with the same offsets, gap and null within `tolerance`."""
+    assert any(a), "the reads found no span at all"
+    for x, y in ((a, b), (b, a)):
+        for spans, others in zip(x, y, strict=True):
+            if not spans:
+                continue
+            best = spans[0]
+            same = [t for t in others if (t.start, t.end) == (best.start, best.end)]
+            assert same, f"span {best} is missing from {others}"
+            assert abs(best.gap - same[0].gap) <= tolerance and abs(best.null - same[0].null) <= tolerance
+
+
 @pytest.mark.slow
-def test_the_shipped_reader_reads_the_same_on_both_backends(article_text: str) -> None:
-    onnx, torch_ = Reader(backend="onnx"), Reader(backend="torch")
-    questions = ["Who devised the process?", "Who said the situation was crazy?", "Which missiles?"] * 3
-    contexts = [article_text[i * 700 : i * 700 + 1400] for i in range(len(questions))]
+def test_the_shipped_reader_reads_the_same_in_float32_on_onnx_runtime_and_torch(article_text: str) -> None:
+    onnx, torch_ = Reader(backend="onnx", dtype="float32"), Reader(backend="torch", dtype="float32")
+    questions, contexts = _pairs(article_text)
     a, b = onnx.read(questions, contexts), torch_.read(questions, contexts)
-    assert (onnx.backend, torch_.backend) == ("onnx", "torch")
+    assert (onnx.backend, onnx.dtype, torch_.backend, torch_.dtype) == ("onnx", "float32", "torch", "float32")
     for x, y in zip(a, b, strict=True):
         assert [(s.start, s.end) for s in x] == [(s.start, s.end) for s in y]
-        assert all(abs(s.gap - t.gap) < 1e-3 and abs(s.null - t.null) < 1e-3 for s, t in zip(x, y, strict=True))
+        assert all(
+            abs(s.gap - t.gap) < FP32_TOLERANCE and abs(s.null - t.null) < FP32_TOLERANCE
+            for s, t in zip(x, y, strict=True)
+        )
+
+
+@pytest.mark.slow
+def test_the_shipped_reader_in_bfloat16_reads_within_bf16_rounding(article_text: str) -> None:
+    """torch in bfloat16, the path `auto` takes on CPUs with native bf16 (run here whatever the CPU)."""
+    bf16, fp32 = Reader(backend="torch", dtype="bfloat16"), Reader(backend="torch", dtype="float32")
+    questions, contexts = _pairs(article_text)
+    together = bf16.read(questions, contexts)
+    assert (bf16.backend, bf16.dtype) == ("torch", "bfloat16")
+    _assert_same_spans(together, fp32.read(questions, contexts), BF16_TOLERANCE)
+    # bf16 against bf16: each pair read alone is padded otherwise, and rounds otherwise.
+    alone = [bf16.read([q], [c])[0] for q, c in zip(questions, contexts, strict=True)]
+    _assert_same_spans(together, alone, BF16_TOLERANCE)
+
+
+def test_auto_follows_the_cpu_kind_and_qa_cpu_bf16_forces_it(
+    tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QA_CPU_BF16 makes any machine take the path `auto` takes on the other kind of CPU."""
+    for native, path in (("1", ("torch", "bfloat16")), ("0", ("onnx", "float32"))):
+        monkeypatch.setenv("QA_CPU_BF16", native)
+        assert loading.cpu_has_bf16() is (native == "1") and loading.cpu_flags_have_bf16() is (native == "1")
+        reader = Reader(str(tiny_reader))
+        reader.warm_up()
+        assert (reader.backend, reader.dtype) == path
+    monkeypatch.setenv("QA_CPU_BF16", "yes")
+    with pytest.raises(ModelError, match="QA_CPU_BF16 must be 0 or 1"):
+        choose_backend("auto")
+    monkeypatch.delenv("QA_CPU_BF16")
+    assert loading.forced_cpu_bf16() is None
 
 
 def test_an_export_is_reused_and_made_again_when_the_model_changes(tiny_reader: Path, tmp_path: Path) -> None:
@@ -133,13 +196,14 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_a_question_on_onnx_runtime_never_imports_torch(assistant, tmp_path: Path) -> None:
+def test_a_question_on_onnx_runtime_never_imports_torch(assistant_on, tmp_path: Path) -> None:
     """The cold start: torch and transformers are most of it, and ONNX Runtime needs neither."""
+    onnx = assistant_on("onnx", "float32")  # exports both models into this session's cache, as a first run would
     script = (
         "import sys\n"
         "from qa.assistant import Assistant\n"
         "from qa.settings import Settings\n"
-        f"s = Settings(seeds={str(assistant.seeds)!r}, index_dir={str(assistant.index_dir)!r}, backend='onnx')\n"
+        f"s = Settings(seeds={str(onnx.seeds)!r}, index_dir={str(onnx.index_dir)!r}, backend='onnx')\n"
         "r = Assistant(settings=s, log=lambda m: None).ask('Who devised the process?')\n"
         "print(r.answers[0].text if r.answers else '', [m for m in ('torch', 'transformers') if m in sys.modules])\n"
     )
@@ -147,7 +211,7 @@ def test_a_question_on_onnx_runtime_never_imports_torch(assistant, tmp_path: Pat
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=os.environ, check=False
     )
     assert done.returncode == 0, done.stderr
-    expected = assistant.ask("Who devised the process?").answers[0].text
+    expected = onnx.ask("Who devised the process?").answers[0].text
     assert done.stdout.strip() == f"{expected} []"
 
 
@@ -164,18 +228,37 @@ def test_the_backend_setting_resolves_flag_over_environment() -> None:
 
 @pytest.mark.slow
 def test_qa_ask_answers_the_same_on_either_backend(assistant) -> None:
+    """float32 on both (torch's own default would be bfloat16 on a CPU with native bf16)."""
     base = [sys.executable, "-m", "qa.cli", "ask", "Who said the situation was crazy?", "--json"]
     base += ["--seeds", str(assistant.seeds), "--index-dir", str(assistant.index_dir)]
     runs = []
-    for extra, env in ((["--backend", "torch"], {}), ([], {"QA_BACKEND": "onnx"})):
+    float32 = {"QA_READER_DTYPE": "float32"}
+    for extra, env in ((["--backend", "torch"], float32), ([], {"QA_BACKEND": "onnx", **float32})):
         done = subprocess.run([*base, *extra], capture_output=True, text=True, env={**os.environ, **env}, check=False)
         assert done.returncode == 0, done.stderr
         runs.append(json.loads(done.stdout)["answers"])
+    assert runs[0], "no answer to compare"
     assert [(a["text"], a["start"], a["end"]) for a in runs[0]] == [(a["text"], a["start"], a["end"]) for a in runs[1]]
     bad = subprocess.run(base, capture_output=True, text=True, env={**os.environ, "QA_BACKEND": "gpu"}, check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "Error: QA_BACKEND must be one of auto, onnx, torch, got 'gpu'"
     ]
+
+
+@pytest.mark.slow
+def test_qa_ask_in_bfloat16_answers_as_bfloat16_does_in_process(assistant_on) -> None:
+    """The bf16 path through the CLI, against bf16 in this process (like with like)."""
+    bf16 = assistant_on("torch", "bfloat16")
+    question = "Who said the situation was crazy?"
+    cmd = [sys.executable, "-m", "qa.cli", "ask", question, "--json", "--backend", "torch"]
+    cmd += ["--seeds", str(bf16.seeds), "--index-dir", str(bf16.index_dir)]
+    env = {**os.environ, "QA_READER_DTYPE": "bf16"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    (got,) = json.loads(done.stdout)["answers"]
+    want = bf16.ask(question).answer
+    assert want is not None and (got["text"], got["start"], got["end"]) == (want.text, want.start, want.end)
+    assert abs(got["score"] - want.score) <= 0.05  # a probability from a bf16 gap: within its rounding
 
 
 def test_a_model_torch_cannot_export_runs_on_torch_unless_onnx_was_asked_for(

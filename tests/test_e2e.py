@@ -1,12 +1,14 @@
 """End to end with the real models: the shipped reader over the bundled article.
 
 Plain questions whose answers the article states in so many words, and questions it does not
-answer at all; the assertions allow any exact span that contains the expected words.
+answer at all; the assertions allow any exact span that contains the expected words. Each runs
+on both of `auto`'s paths (ONNX Runtime float32, torch bfloat16), whatever this CPU is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,11 +32,11 @@ UNANSWERABLE = [
 
 
 @pytest.mark.parametrize(("question", "expected"), ANSWERABLE)
-def test_plain_questions_get_exact_cited_answers(assistant, question: str, expected: tuple[str, ...]) -> None:
-    result = assistant.ask(question)
+def test_plain_questions_get_exact_cited_answers(path_assistant, question: str, expected: tuple[str, ...]) -> None:
+    result = path_assistant.ask(question)
     assert not result.abstained, f"abstained on {question!r}; closest {result.closest}"
     a = result.answer
-    doc = assistant.documents[a.doc_id].text
+    doc = path_assistant.documents[a.doc_id].text
     assert doc[a.start : a.end] == a.text
     assert any(word in a.text for word in expected), a.text
     assert a.text in a.sentence and doc[a.sentence_start : a.sentence_end] == a.sentence
@@ -42,23 +44,25 @@ def test_plain_questions_get_exact_cited_answers(assistant, question: str, expec
 
 
 @pytest.mark.parametrize("question", UNANSWERABLE)
-def test_unanswerable_questions_abstain(assistant, question: str) -> None:
-    result = assistant.ask(question)
+def test_unanswerable_questions_abstain(path_assistant, question: str) -> None:
+    result = path_assistant.ask(question)
     assert result.abstained, f"answered {result.answer} to {question!r}"
     assert result.passages, "an abstention still shows the closest passages"
 
 
-def test_ask_many_matches_ask_and_keeps_order(assistant) -> None:
+def test_ask_many_matches_ask_and_keeps_order(path_assistant) -> None:
     questions = [q for q, _ in ANSWERABLE] + UNANSWERABLE
-    many = assistant.ask_many(questions)
+    many = path_assistant.ask_many(questions)
     assert [r.question for r in many] == questions
     for q, r in zip(questions, many, strict=True):
-        single = assistant.ask(q)
+        single = path_assistant.ask(q)
         assert (r.answer.text if r.answer else None) == (single.answer.text if single.answer else None)
 
 
-def test_cli_ask_json_in_a_fresh_process(seeds_copy, tmp_path) -> None:
-    """The user's path: a new process, the shipped reader, the packaged embedder, offline."""
+@pytest.mark.parametrize("native_bf16", ["0", "1"], ids=["no native bf16", "native bf16"])
+def test_cli_ask_json_in_a_fresh_process(seeds_copy, tmp_path, native_bf16: str) -> None:
+    """The user's path: a new process, the shipped reader, the packaged embedder, offline; `auto`
+    choosing for either kind of CPU (QA_CPU_BF16), as it would on that CPU."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -75,6 +79,7 @@ def test_cli_ask_json_in_a_fresh_process(seeds_copy, tmp_path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "QA_CPU_BF16": native_bf16},
     )
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)
