@@ -2,17 +2,21 @@
 
 A bad record does not stop the batch: it is kept in its place with an `error` field, so
 output record N always answers input record N. `run_batch` is `qa batch`'s whole run: the
-records written as they are answered, counted, and kept on Ctrl+C or SIGTERM.
+records written as they are answered, counted, and kept on Ctrl+C or SIGTERM (beside `--out`, in
+NAME.partial, when `--out` held a file: that file stays whole). `--resume` (`load_earlier`) keeps
+the records of such a run and asks only the rest; see docs/batch.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +27,7 @@ from qa.types import RECORD_FIELDS, Result
 
 FORMATS = ("jsonl", "csv", "txt")
 OUTPUT_FORMATS = ("jsonl", "csv")
+PARTIAL_SUFFIX = ".partial"  # answers.jsonl -> answers.jsonl.partial
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,17 @@ def _parse_csv(text: str) -> list[BatchItem]:
     return items
 
 
+def check_batch_sources(source: str, article: str | None, out: str | None, resume: bool) -> None:
+    """Refuse the combinations of `qa batch` arguments that cannot work, before anything is read."""
+    if source == "-" and article == "-":
+        raise InputError(
+            "the questions (INPUT -) and the article (--article -) cannot both come from standard input; "
+            "give one of them as a file"
+        )
+    if resume and out is None:
+        raise InputError("--resume continues the file of --out; give the --out of the interrupted run")
+
+
 def read_questions(source: str, fmt: str | None = None, stdin: IO[str] | None = None) -> list[BatchItem]:
     """Read a questions file, or standard input when source is '-' (format from --input-format, else txt/jsonl)."""
     if source == "-":
@@ -127,26 +143,49 @@ def iter_records(
     progress: bool = False,
     doc_id: str | None = None,
     min_confidence: float | None = None,
+    done: Sequence[dict[str, Any] | None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One record per item, in input order, as soon as its batch is answered (so an interrupted
-    run keeps what is done); unreadable items keep their place with an error."""
-    readable = [it for it in items if it.error is None]
+    run keeps what is done); unreadable items keep their place with an error. `done` holds an
+    earlier run's record for each item (None where it has none): those are kept, not asked again."""
+    done = [None] * len(items) if done is None else done
+    asked = items_to_ask(items, done)
     results = assistant.iter_answers(
-        [it.question for it in readable],
+        [items[i].question for i in asked],
         top_k=top_k,
         progress=progress,
         doc_id=doc_id,
         total=len(items),
         min_confidence=min_confidence,
     )
-    for it in items:
-        if it.error is not None:
+    asked_set = set(asked)
+    for i, it in enumerate(items):
+        fresh = next(results).to_record(it.id) if i in asked_set else None
+        if done[i] is not None:
+            yield done[i]
+        elif it.error is not None:
             yield Result(question=printable(it.question), error=it.error).to_record(it.id)
         else:
-            yield next(results).to_record(it.id)
+            yield fresh
     # Let the answers' generator run to its end now, so its progress bar closes (at N/N) before
     # the caller's summary, not whenever the generator happens to be collected.
     next(results, None)
+
+
+def items_to_ask(items: list[BatchItem], done: Sequence[dict[str, Any] | None]) -> list[int]:
+    """The items to ask (their indices, in order): the unanswered ones, with the rest of their batch.
+
+    A run asks its readable questions in batches of QUESTION_BATCH, and an answer's last digits
+    depend on the batch it was read in (its windows are padded to the batch's longest). So that a
+    resumed run writes the very bytes an uninterrupted one would, a batch holding an unanswered
+    question is asked whole (its answered questions keep their earlier records). A run stops between
+    batches, so this is the unanswered questions alone, but for a batch cut while being written.
+    """
+    from qa.assistant import QUESTION_BATCH  # here: the assistant's imports are heavy
+
+    readable = [i for i, it in enumerate(items) if it.error is None]
+    batches = [readable[b : b + QUESTION_BATCH] for b in range(0, len(readable), QUESTION_BATCH)]
+    return [i for batch in batches if any(done[j] is None for j in batch) for i in batch]
 
 
 def answer_items(assistant: Any, items: list[BatchItem], **options: Any) -> list[dict[str, Any]]:
@@ -200,11 +239,12 @@ class BatchRun:
     abstained: int = 0
     errors: int = 0
     interrupted: KeyboardInterrupt | None = None  # Ctrl+C, or SIGTERM (`qa.interrupts.Terminated`)
+    resumable: bool = False  # an interrupted run whose records `--resume` can continue from
 
     def count(self, record: dict[str, Any]) -> None:
         if record["error"]:
             self.errors += 1
-        elif record["answer"] is not None:
+        elif record["answer"] not in (None, ""):  # "": an abstention read back from a CSV
             self.answered += 1
         else:
             self.abstained += 1
@@ -219,12 +259,104 @@ class BatchRun:
 
     def summary(self) -> str:
         if self.interrupted is not None:
-            return f"Interrupted: kept {self.written} of {self.total} records (in input order) in {self.where}."
+            text = f"Interrupted: kept {self.written} of {self.total} records (in input order) in {self.where}"
+            return f"{text}; run the same command with --resume to answer the rest." if self.resumable else f"{text}."
         text = f"Wrote {self.written} records to {self.where} ({self.answered} answered, {self.abstained} abstained"
         if not self.errors:
             return f"{text}, 0 errors)."
         plural = "s" if self.errors != 1 else ""
         return f"{text}); {self.errors} record{plural} had an error: see the 'error' field."
+
+
+def partial_path(out: OutputFile) -> tuple[Path, str]:
+    """Where an interrupted run keeps its records when `--out` held a file, and that path as shown:
+    NAME.partial beside the file (beside a symlink's target, where the run's temporary file is)."""
+    path = out.target.with_name(out.target.name + PARTIAL_SUFFIX)
+    return path, (out.shown + PARTIAL_SUFFIX if out.target == out.path.absolute() else os.fspath(path))
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The records an earlier run of the same batch wrote, which `--resume` keeps: by `record_key`."""
+
+    where: str | None  # the file they came from; None when there was none
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def done(self, items: list[BatchItem], fmt: str) -> list[dict[str, Any] | None]:
+        return [self.records.get(record_key(it.id, fmt)) for it in items]
+
+    def plan(self, done: Sequence[dict[str, Any] | None], asked: int, out: str) -> str:
+        if self.where is None:
+            return f"Resuming: no earlier records in {out} or beside it; asking all {asked} question(s)."
+        kept = sum(d is not None for d in done)
+        return f"Resuming from {self.where}: {kept} of {len(done)} records kept; asking {asked} question(s)."
+
+
+def record_key(record_id: Any, fmt: str) -> str:
+    """An id as the output writes it, so an input's id and a record's id read back compare equal."""
+    if fmt == "csv":
+        return "" if record_id is None else str(record_id)
+    return json.dumps(record_id, ensure_ascii=False)
+
+
+def load_earlier(out: OutputFile, fmt: str, items: list[BatchItem], source: str) -> Earlier:
+    """`--resume`: the records of an interrupted run, from NAME.partial beside `--out`, else from
+    `--out` itself (a run that had no file to keep stops there); checked against the questions
+    (`source`) before any model loads, so a resume from the wrong file is one line, not a mixed output."""
+    partial, partial_shown = partial_path(out)
+    path, where = (partial, partial_shown) if partial.is_file() else (out.target, out.shown)
+    if not path.is_file():
+        return Earlier(None)
+    keys = [record_key(it.id, fmt) for it in items]
+    if len(set(keys)) < len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise InputError(
+            f"{source} gives the id {twice} to more than one question; --resume matches answers by id: "
+            "give each question its own id, or run without --resume"
+        )
+    asked = dict(zip(keys, items, strict=True))
+    records: dict[str, dict[str, Any]] = {}
+    for record in read_records(read_input(path, "the earlier records", "run without --resume"), fmt, where):
+        key = record_key(record["id"], fmt)
+        item = asked.get(key)
+        if item is None:
+            raise InputError(
+                f"{where} holds an answer for id {key}, which {source} does not ask; resume with the "
+                "questions of that run, or run without --resume"
+            )
+        if str(record["question"]).strip() != printable(item.question).strip():
+            raise InputError(
+                f"{where} answers {record['question']!r} for id {key}, but {source} asks {item.question!r}; "
+                "resume with the questions of that run, or run without --resume"
+            )
+        records.setdefault(key, record)
+    return Earlier(where, records)
+
+
+def read_records(text: str, fmt: str, where: str) -> list[dict[str, Any]]:
+    """`qa batch`'s own output read back: records with its columns, in its order, else one InputError."""
+    fix = "resume from a file qa batch wrote (same --format), or run without --resume"
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames != list(RECORD_FIELDS):
+            raise InputError(f"{where} does not have qa batch's CSV columns ({','.join(RECORD_FIELDS)}); {fix}")
+        rows = list(reader)
+        bad = next((n for n, row in enumerate(rows, 1) if None in row or None in row.values()), None)
+        if bad is not None:
+            raise InputError(f"row {bad} of {where} does not have the header's columns; {fix}")
+        return rows
+    records = []
+    for line_no, line in enumerate(split_lines(text), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or list(record) != list(RECORD_FIELDS):
+            raise InputError(f"line {line_no} of {where} is not a qa batch record (JSON with its fields); {fix}")
+        records.append(record)
+    return records
 
 
 def run_batch(
@@ -235,39 +367,43 @@ def run_batch(
     top_k: int = 1,
     doc_id: str | None = None,
     progress: bool = True,
+    earlier: Earlier | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> BatchRun:
     """Answer every item and write its record as soon as it is answered, in input order, to `out`
     (an `OutputFile` checked before the work, committed at the end) or to standard output.
 
-    Ctrl+C or SIGTERM stops the run and keeps what was answered: the records so far go where they
-    were asked to go (an output with none is left as it was), and the run says it was interrupted.
-    A failure leaves `out`'s target as it was. The assistant is made inside, so that a failure to
-    make it leaves `out` untouched too, and closed at the end when it has a `close` (one answering
+    Ctrl+C or SIGTERM stops the run and keeps what was answered: when `out` held a file, that file
+    stays as it was and the records go beside it (`partial_path`); else they go to `out` (an output
+    with none is left as it was). `earlier` (`--resume`) holds an interrupted run's records: they
+    are kept in their places, and only the rest is asked. A failure leaves `out`'s target as it was.
+    The assistant is made inside, and only when there is something to ask, so that a failure to
+    make it leaves `out` untouched too; it is closed at the end when it has a `close` (one answering
     on a Ray cluster leaves it).
     """
     writer = RecordWriter(out.stream if out is not None else sys.stdout, fmt)
     run = BatchRun(total=len(items), where="standard output" if out is None else out.shown)
+    done = earlier.done(items, fmt) if earlier is not None else [None] * len(items)
+    if earlier is not None and log is not None:
+        log(earlier.plan(done, len(items_to_ask(items, done)), out.shown if out is not None else "--out"))
     records: Iterator[dict[str, Any]] | None = None
     assistant: Any = None
     # The handler covers the except clause too, so that saving the records is not cut short.
     with sigterm_as_interrupt():
         try:
-            assistant = make_assistant()
-            records = iter_records(assistant, items, top_k=top_k, progress=progress, doc_id=doc_id)
+            assistant = make_assistant() if items_to_ask(items, done) else _NothingToAsk()
+            records = iter_records(assistant, items, top_k=top_k, progress=progress, doc_id=doc_id, done=done)
             for record in records:
                 writer.write(record)
                 run.count(record)
                 if out is None and writer.count % 16 == 0:
                     writer.out.flush()
             if out is not None:
-                out.commit()
+                _commit(out)
         except KeyboardInterrupt as exc:
             if records is not None:
                 records.close()  # ends the progress bar's line, so the summary stands on its own
-            if out is not None and writer.count:
-                out.commit()
-            elif out is not None:
-                run.where = f"nothing; {out.shown} is unchanged"
+            _keep_interrupted(run, writer, out, done)
             run.interrupted = exc
         except OSError as exc:
             if out is None:
@@ -281,3 +417,37 @@ def run_batch(
             if hasattr(assistant, "close"):
                 assistant.close()  # one answering on a Ray cluster (`qa.distributed`) leaves it
     return run
+
+
+class _NothingToAsk:
+    """The assistant of a resumed run whose every question was answered: no model is loaded."""
+
+    def iter_answers(self, questions: Sequence[str], **options: Any) -> Iterator[Any]:
+        return iter(())
+
+
+def _commit(out: OutputFile) -> None:
+    """The whole output in place; an interrupted run's records beside it are then out of date."""
+    out.commit()
+    with contextlib.suppress(FileNotFoundError):
+        partial_path(out)[0].unlink()
+
+
+def _keep_interrupted(
+    run: BatchRun, writer: RecordWriter, out: OutputFile | None, done: Sequence[dict[str, Any] | None]
+) -> None:
+    """Save an interrupted run's records: those answered, and an earlier run's past the point reached."""
+    if out is None:
+        return
+    for record in done[writer.count :]:
+        if record is not None:
+            writer.write(record)  # in input order still: the unanswered ones are left out
+    if not writer.count:
+        run.where = f"nothing; {out.shown} is unchanged"
+    elif out.existed:  # the file the user had stays whole: the records go beside it
+        path, shown = partial_path(out)
+        out.commit(to=path)
+        run.where, run.resumable = f"{shown} ({out.shown} is unchanged)", True
+    else:
+        _commit(out)
+        run.resumable = True

@@ -11,6 +11,7 @@ itself (its environment and arguments).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -177,22 +178,19 @@ def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **o
 
     Example: qa batch questions.txt --out answers.csv  (on a Ray cluster: add --ray auto or --ray HOST:PORT)
     """
-    from qa.batch import output_format, read_questions, run_batch
+    from qa.batch import check_batch_sources, load_earlier, output_format, read_questions, run_batch
     from qa.files import OutputFile
 
-    article, top_k, doc_id = opts.pop("article"), opts.pop("top_k"), opts.pop("doc_id")
-    if input_path == "-" and article == "-":
-        raise click.ClickException(
-            "the questions (INPUT -) and the article (--article -) cannot both come from standard input; "
-            "give one of them as a file"
-        )
+    article, top_k, doc_id, resume = (opts.pop(k) for k in ("article", "top_k", "doc_id", "resume"))
+    check_batch_sources(input_path, article, out_path, resume)
     # Everything that can be checked is checked before a model loads: the input, the article, the output path.
     items = read_questions(input_path, opts.pop("input_format"))
     document = read_article_option(article, opts)
-    inputs = [input_path] if article is None else [input_path, article]
-    out = OutputFile(out_path, inputs=inputs) if out_path is not None else None
+    out = OutputFile(out_path, inputs=[input_path, article or "-"]) if out_path is not None else None
     fmt = output_format(out_path, out_format)
-    run = run_batch(lambda: make_assistant(opts, document), items, out, fmt, top_k=top_k, doc_id=doc_id)
+    earlier = load_earlier(out, fmt, items, input_path) if resume and out is not None else None
+    make = functools.partial(make_assistant, opts, document)
+    run = run_batch(make, items, out, fmt, top_k=top_k, doc_id=doc_id, earlier=earlier, log=_err)
     _err(run.summary())
     if run.exit_status:
         raise SystemExit(run.exit_status)

@@ -136,6 +136,11 @@ batch_format_options = applied(
             type=click.Choice(list(FORMATS)),
             help="Input format [default: from INPUT's suffix; stdin: jsonl if it starts with '{', else txt].",
         ),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Keep the records of an interrupted run (--out's NAME.partial, else --out) and ask only the rest.",
+        ),
     )
 )
 

@@ -120,7 +120,7 @@ class OutputFile:
         self.flag = flag
         self.error = error
         target = Path(os.path.realpath(self.path))  # through symlinks: the link stays a link
-        self._mode: int | None = None
+        self._mode: int | None = None  # the existing target's, kept by what replaces it
         try:
             st = os.stat(target)
         except FileNotFoundError:
@@ -169,18 +169,25 @@ class OutputFile:
                     f"choose another path for {self.flag}"
                 )
 
-    def commit(self) -> None:
-        """Flush, sync and move the data into place; raises InputError when the disk refuses."""
+    @property
+    def existed(self) -> bool:
+        """Whether the target held a file when this run began (then it is kept whole until the end)."""
+        return self._mode is not None
+
+    def commit(self, to: Path | None = None) -> None:
+        """Flush, sync and move the data into place (or to `to`, a file beside the target, which is
+        then left as it was); raises InputError when the disk refuses."""
         try:
             self.stream.flush()
             os.fsync(self.stream.fileno())
             self.stream.close()
             os.chmod(self._tmp, self._mode if self._mode is not None else 0o666 & ~_umask())
-            os.replace(self._tmp, self.target)
+            os.replace(self._tmp, self.target if to is None else to)
         except OSError as exc:
             self.discard()
+            shown = self.shown if to is None else os.fspath(to)
             raise self.error(
-                f"cannot write {self.shown} ({exc.strerror}); free some space or choose another path for {self.flag}"
+                f"cannot write {shown} ({exc.strerror}); free some space or choose another path for {self.flag}"
             ) from exc
         self.closed = True
 

@@ -1,8 +1,8 @@
 """End to end with the real models: the shipped reader over the bundled article.
 
 Plain questions whose answers the article states in so many words, and questions it does not
-answer at all; the assertions allow any exact span that contains the expected words. Each runs
-on both of `auto`'s paths (ONNX Runtime float32, torch bfloat16), whatever this CPU is.
+answer at all; the assertions allow any exact span that contains the expected words. The questions
+are asked on both of `auto`'s paths (ONNX Runtime float32, torch bfloat16), whatever this CPU is.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ def test_unanswerable_questions_abstain(path_assistant, question: str) -> None:
     assert result.passages, "an abstention still shows the closest passages"
 
 
-def test_ask_many_matches_ask_and_keeps_order(path_assistant) -> None:
+def test_ask_many_matches_ask_and_keeps_order(assistant) -> None:
     questions = [q for q, _ in ANSWERABLE] + UNANSWERABLE
-    many = path_assistant.ask_many(questions)
+    many = assistant.ask_many(questions)
     assert [r.question for r in many] == questions
     for q, r in zip(questions, many, strict=True):
-        single = path_assistant.ask(q)
+        single = assistant.ask(q)
         assert (r.answer.text if r.answer else None) == (single.answer.text if single.answer else None)
 
 
