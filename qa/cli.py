@@ -262,6 +262,9 @@ def serve_cmd(host: str, port: int, **opts: Any) -> None:
 
     Models load once, at start. Example: qa serve, then open http://127.0.0.1:7860
     """
+    from qa.handlers import check_port
+
+    check_port(host, port)  # a port in use is said at once, before Gradio and the models load
     try:
         from qa.web import serve  # Gradio is slow to import: only this command pays for it
     except ImportError as exc:

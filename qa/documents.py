@@ -8,7 +8,9 @@ so its offsets and answers are the ones the same file in a folder gets.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import shlex
 import sys
 from pathlib import Path
 from typing import IO
@@ -58,9 +60,9 @@ def read_document(path: Path, doc_id: str) -> Document:
         # newline handling is off: offsets must index the file's text as it is (CRLF kept).
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DocumentError(
-            f"{path} is not UTF-8 (bad byte at position {exc.start}); convert it, e.g. iconv -t UTF-8"
-        ) from exc
+        q = shlex.quote(str(path))
+        fix = convert_hint(raw, f" {q} > {q}.utf8 && mv {q}.utf8 {q}", "e.g. iconv -t UTF-8")
+        raise DocumentError(f"{path} is not UTF-8 (bad byte at position {exc.start}{fix}") from exc
     if not text.strip():
         raise DocumentError(f"{path} is empty; add text to it or remove it from the folder")
     return Document(doc_id=doc_id, path=str(path), text=text, sha256=hashlib.sha256(raw).hexdigest())
@@ -104,18 +106,78 @@ def too_big(name: str) -> InputError:
     )
 
 
-def article_from_bytes(raw: bytes, name: str) -> Document:
-    """An article file's bytes (an upload, --article FILE), decoded as a folder's article is."""
+def article_from_bytes(raw: bytes, name: str, path: str | None = None) -> Document:
+    """An article file's bytes (an upload, --article FILE), decoded as a folder's article is.
+
+    `path`: the file as the user named it, for the command that converts it (else `name`; standard
+    input has none)."""
     if len(raw) > MAX_ARTICLE_BYTES:
         raise too_big(name)
     try:
         text = raw.decode("utf-8")  # strict, BOM and CRLF kept: offsets index the file's text as it is
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"the article {name} is not UTF-8 text (bad byte at position {exc.start}; a binary file?); "
-            "give a plain-text article, converted if need be (iconv -t UTF-8)"
-        ) from exc
+        given = Path(path or name)
+        converted = given.with_name(f"{given.stem}.utf8{given.suffix or '.txt'}")
+        args = "" if name == STDIN_NAME else f" {shlex.quote(str(given))} > {shlex.quote(str(converted))}"
+        fix = convert_hint(raw, args, None)
+        raise InputError(f"the article {name} is not UTF-8 text (bad byte at position {exc.start}{fix}") from exc
     return article_document(text, name)
+
+
+def convert_hint(raw: bytes, iconv_args: str, unknown: str | None) -> str:
+    """The end of a "not UTF-8 (bad byte at position N" message: the encoding the bytes look like
+    and the iconv command that converts them; `unknown` (else "a binary file?") when none fits."""
+    encoding = guess_encoding(raw)
+    if encoding is None:
+        return (
+            f"); convert it, {unknown}"
+            if unknown
+            else "; a binary file?); give a plain-text article, converted if need be (iconv -t UTF-8)"
+        )
+    shown = {"LATIN1": "Latin-1", "CP1252": "Windows-1252"}.get(encoding, encoding)
+    return f"; it looks like {shown}); convert it: iconv -f {encoding} -t UTF-8{iconv_args}"
+
+
+def guess_encoding(raw: bytes) -> str | None:
+    """The encoding of bytes that are not UTF-8, as iconv names it, or None (binary, or no idea).
+
+    Western European text (the usual case) is told by its shape: the bytes over 0x7F are accented
+    letters inside words of ASCII letters. A detector (charset-normalizer or chardet), when one is
+    installed, guesses the rest; on a few accented letters alone both guess wrongly (cp1006 for
+    "Café"), hence the shape first.
+    """
+    head = raw[:65536]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    if b"\x00" in head:
+        return None
+    high = [i for i, b in enumerate(head) if b > 0x7F]
+    in_words = sum(
+        any(0 <= j < len(head) and chr(head[j]).isalpha() and head[j] < 0x80 for j in (i - 1, i + 1)) for i in high
+    )
+    if high and 2 * in_words >= len(high):
+        return "CP1252" if any(0x80 <= head[i] <= 0x9F for i in high) else "LATIN1"
+    guessed = _detected_encoding(head)
+    if guessed is None:
+        return None
+    try:
+        name = codecs.lookup(guessed).name
+    except LookupError:
+        return None
+    return name.upper().replace("_", "-").replace("ISO8859-", "ISO-8859-")
+
+
+def _detected_encoding(raw: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:
+        try:
+            import chardet
+        except ImportError:
+            return None
+        return chardet.detect(raw).get("encoding")
+    best = from_bytes(raw).best()
+    return best.encoding if best is not None else None
 
 
 def read_article(source: str | Path, stdin: IO[str] | None = None) -> Document:
@@ -139,4 +201,4 @@ def read_article(source: str | Path, stdin: IO[str] | None = None) -> Document:
         raise InputError(f"--article {source} does not exist; check the path") from exc
     except OSError as exc:
         raise InputError(f"cannot read --article {source} ({exc.strerror}); check the file's permissions") from exc
-    return article_from_bytes(raw, path.name)
+    return article_from_bytes(raw, path.name, str(source))

@@ -21,7 +21,7 @@ from qa.batch import answer_items, detect_format, parse_questions, write_records
 from qa.documents import MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, too_big
 from qa.errors import InputError, QAError
 from qa.files import decode_bytes
-from qa.settings import check_min_confidence
+from qa.settings import PORT_ENV, check_min_confidence
 from qa.types import RECORD_FIELDS, Answer, Document, Result
 from qa.upload_guard import NOT_UPLOADED
 
@@ -526,3 +526,26 @@ def session_batch_handler(
     except QAError as exc:
         return BatchView(status=error_message(exc))
     return batch_handler(assistant, upload, top_k, visit.doc(doc), **options)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port in use (or an address that is not this machine's) now, not after the models
+    have loaded for seconds; bound as Gradio's server binds it (SO_REUSEADDR: a port whose last
+    connections are closing is free)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise unservable(host, port) from exc
+
+
+def unservable(host: str, port: int) -> InputError:
+    return InputError(
+        f"cannot serve on {host}:{port}: the port is taken or the address is not this machine's; "
+        f"pass a free --port (or set {PORT_ENV}) or another --host"
+    )

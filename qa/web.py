@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 
 from qa.batch import answer_items
 from qa.documents import ARTICLE_CAP
-from qa.errors import InputError, QAError
+from qa.errors import QAError
 from qa.handlers import (
     ALL_ARTICLES,
     ANSWER_LABEL,
@@ -33,6 +33,7 @@ from qa.handlers import (
     Visit,
     answers_markdown,
     asking_markdown,
+    check_port,
     parse_min_confidence,
     parse_top_k,
     passages_markdown,
@@ -40,10 +41,11 @@ from qa.handlers import (
     resolve_doc,
     session_ask_handler,
     session_batch_handler,
+    unservable,
     use_article_handler,
     use_server_handler,
 )
-from qa.settings import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV
+from qa.settings import DEFAULT_HOST, DEFAULT_PORT
 from qa.types import RECORD_FIELDS
 from qa.upload_guard import UploadedFiles, UploadGuard
 
@@ -413,6 +415,7 @@ def _api(assistant: Assistant, uploaded: Callable[[object], bool]) -> None:
 
 def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True) -> gr.Blocks:
     """Load the models, then serve the page at http://host:port; blocks until Ctrl+C unless `block` is False."""
+    check_port(host, port)  # before the models load
     assistant.log("Loading the articles, the index and the models…")
     assistant.warm_up()
     if not block:
@@ -443,10 +446,7 @@ def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int) -> None:
             app_kwargs={"middleware": [Middleware(UploadGuard, uploaded=UploadedFiles(lambda: app.upload_file_set))]},
         )
     except OSError as exc:
-        raise InputError(
-            f"cannot serve on {host}:{port}: the port is taken or the address is not this machine's; "
-            f"pass a free --port (or set {PORT_ENV}) or another --host"
-        ) from exc
+        raise unservable(host, port) from exc
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     where = "" if shown == host else f" (listening on {host})"
     assistant.log(f"The page is at http://{shown}:{port}{where}; its API is /ask and /batch. Ctrl+C stops it.")

@@ -219,7 +219,7 @@ def test_user_mistakes_are_one_line(place: dict[str, str], args: list[str], need
     ("content", "needles"),
     [
         (b"", ("is empty",)),
-        (b"Caf\xe9 society.\n", ("not UTF-8",)),
+        (b"Caf\xe9 society.\n", ("not UTF-8", "it looks like Latin-1", "iconv -f LATIN1 -t UTF-8")),
     ],
 )
 def test_bad_articles_are_one_line(tmp_path: Path, tiny_reader: Path, content: bytes, needles: tuple[str, ...]) -> None:

@@ -191,3 +191,23 @@ def test_a_bad_thread_count_is_one_line() -> None:
         done.returncode == 1
         and done.stderr.strip() == "Error: QA_THREADS must be a whole number of at least 1, got 'many'"
     )
+
+
+def test_serve_on_a_port_in_use_says_so_before_anything_loads(tmp_path: Path) -> None:
+    """Before Gradio and the models load (a minute on a small machine), not after; a reader that
+    does not exist would fail at that load, so the port is what is said."""
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "QA_READER_MODEL": str(tmp_path / "no-reader")}
+        cmd = [sys.executable, "-m", "qa.cli", "serve", "--port", str(port)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"Error: cannot serve on 127.0.0.1:{port}: the port is taken or the address is not this machine's; "
+        "pass a free --port (or set QA_PORT) or another --host"
+    ]
+    assert "gradio" not in done.stderr.lower()

@@ -10,7 +10,7 @@ import pytest
 
 from qa.documents import load_documents
 from qa.embedding import Embedder
-from qa.errors import DocumentError, IndexStoreError
+from qa.errors import DocumentError, IndexStoreError, InputError
 from qa.index import MANIFEST, build_index, load_index, read_manifest
 
 
@@ -144,8 +144,39 @@ def test_document_errors(tmp_path: Path) -> None:
         load_documents(tmp_path / "blank")
     (tmp_path / "latin").mkdir()
     (tmp_path / "latin" / "a.txt").write_bytes("café".encode("latin-1"))
-    with pytest.raises(DocumentError, match="not UTF-8"):
+    with pytest.raises(
+        DocumentError, match=r"not UTF-8 \(bad byte at position 3; it looks like Latin-1\); convert it: "
+    ):
         load_documents(tmp_path / "latin")
+
+
+def test_an_article_that_is_not_utf8_names_its_likely_encoding_and_the_iconv_command(tmp_path: Path) -> None:
+    from qa.documents import article_from_bytes, guess_encoding
+
+    assert guess_encoding("Le café de la gare, où élèves et maîtres à Noël.".encode("latin-1")) == "LATIN1"
+    assert guess_encoding("Smart “quotes” — and a dash".encode("cp1252")) == "CP1252"
+    assert guess_encoding("café".encode("utf-16")) == "UTF-16"
+    assert guess_encoding(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR") is None  # binary: no encoding fits
+    russian = "Министерство обороны сообщило о новых поставках ракет.".encode("cp1251")
+    try:  # the shape of Western text does not fit: what a detector says, when one is installed
+        import charset_normalizer  # noqa: F401
+
+        assert guess_encoding(russian) == "CP1251"
+    except ImportError:
+        assert guess_encoding(russian) in {None, "CP1251"}
+    folder = tmp_path / "my articles"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes("Café society.\n".encode("latin-1"))
+    with pytest.raises(DocumentError) as caught:
+        load_documents(folder)
+    quoted = f"'{folder}/a.txt'"
+    assert str(caught.value).endswith(
+        f"convert it: iconv -f LATIN1 -t UTF-8 {quoted} > {quoted}.utf8 && mv {quoted}.utf8 {quoted}"
+    )
+    with pytest.raises(
+        InputError, match=r"it looks like Latin-1\); convert it: iconv -f LATIN1 -t UTF-8 in/a.txt > in/a.utf8.txt$"
+    ):
+        article_from_bytes("Café".encode("latin-1"), "a.txt", "in/a.txt")
 
 
 def test_documents_are_read_exactly(tmp_path: Path) -> None:
