@@ -38,6 +38,7 @@ from qa.index import (
     write_generation,
     writing,
 )
+from qa.language import english_note
 from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.reader import Reader, Span
 from qa.retrieval import Retriever
@@ -449,6 +450,7 @@ class Assistant:
             closest=decoded.closest,
             seconds=seconds,
             features=decoded.features,
+            note=english_note(question),
         )
 
     # --- confidence ----------------------------------------------------------------------

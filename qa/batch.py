@@ -23,6 +23,7 @@ from typing import IO, Any
 from qa.errors import InputError
 from qa.files import OutputFile, printable, read_input, read_stdin, split_lines
 from qa.interrupts import interrupted_status, sigterm_as_interrupt
+from qa.language import english_note
 from qa.types import RECORD_FIELDS, Result
 
 FORMATS = ("jsonl", "csv", "txt")
@@ -240,6 +241,7 @@ class BatchRun:
     errors: int = 0
     interrupted: KeyboardInterrupt | None = None  # Ctrl+C, or SIGTERM (`qa.interrupts.Terminated`)
     resumable: bool = False  # an interrupted run whose records `--resume` can continue from
+    not_english: int = 0  # questions that do not look like English (`qa.language`)
 
     def count(self, record: dict[str, Any]) -> None:
         if record["error"]:
@@ -262,10 +264,16 @@ class BatchRun:
             text = f"Interrupted: kept {self.written} of {self.total} records (in input order) in {self.where}"
             return f"{text}; run the same command with --resume to answer the rest." if self.resumable else f"{text}."
         text = f"Wrote {self.written} records to {self.where} ({self.answered} answered, {self.abstained} abstained"
-        if not self.errors:
-            return f"{text}, 0 errors)."
         plural = "s" if self.errors != 1 else ""
-        return f"{text}); {self.errors} record{plural} had an error: see the 'error' field."
+        text = (
+            f"{text}, 0 errors)."
+            if not self.errors
+            else f"{text}); {self.errors} record{plural} had an error: see the 'error' field."
+        )
+        if self.not_english:
+            they = "1 question does" if self.not_english == 1 else f"{self.not_english} questions do"
+            text += f" {they} not look like English: the reader reads English."
+        return text
 
 
 def partial_path(out: OutputFile) -> tuple[Path, str]:
@@ -383,6 +391,7 @@ def run_batch(
     """
     writer = RecordWriter(out.stream if out is not None else sys.stdout, fmt)
     run = BatchRun(total=len(items), where="standard output" if out is None else out.shown)
+    run.not_english = sum(it.error is None and english_note(it.question) is not None for it in items)
     done = earlier.done(items, fmt) if earlier is not None else [None] * len(items)
     if earlier is not None and log is not None:
         log(earlier.plan(done, len(items_to_ask(items, done)), out.shown if out is not None else "--out"))

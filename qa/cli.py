@@ -147,7 +147,7 @@ def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, articl
 
 
 def format_result(result: Any) -> str:
-    lines = []
+    lines = [result.note] if result.note else []  # e.g. that the reader reads English
     if not result.answers:
         lines.append("The article does not say (no answer is confident enough).")
         if result.passages:

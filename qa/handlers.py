@@ -154,13 +154,14 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
         return AskView(status=f"**Cannot answer:** {md_escape(result.error)}", result=result.to_dict())
     passages = passage_rows(result)
     best = result.answer
+    note = f"\n\n*{md_escape(result.note)}*" if result.note else ""  # e.g. that the reader reads English
     if best is None:
         top = result.passages[0].chunk.doc_id if result.passages else None
         return AskView(
             status=(
                 "### The article does not say.\n"
                 "No answer in the article is confident enough, so none is given. "
-                "The closest passages are listed below."
+                f"The closest passages are listed below.{note}"
             ),
             highlight=highlight_value(documents[top], None) if top else None,
             highlight_label=f"The article ({top}): nothing highlighted" if top else "The article",
@@ -173,7 +174,7 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
         f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}"
     )
     return AskView(
-        status=f"### {md_escape(best.text)}\nconfidence **{best.score:.2f}**",
+        status=f"### {md_escape(best.text)}\nconfidence **{best.score:.2f}**{note}",
         citation=citation,
         highlight=highlight_value(documents[best.doc_id], best),
         highlight_label=f"The article ({best.doc_id}), with the answer highlighted",

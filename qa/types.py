@@ -68,6 +68,8 @@ class Result:
     # What the calibration read of the best span (`qa.calibration.FEATURES`): `qa calibrate`
     # fits on it, and it shows why the assistant was or was not sure. Not part of `to_dict`.
     features: dict[str, float] | None = field(default=None, repr=False)
+    # A hint for the asker, e.g. that the reader reads English (`qa.language`); None when there is none.
+    note: str | None = None
 
     @property
     def answer(self) -> Answer | None:
@@ -95,6 +97,7 @@ class Result:
                 for p in self.passages
             ],
             "error": self.error,
+            "note": self.note,
         }
 
     def to_record(self, record_id: Any) -> dict[str, Any]:
