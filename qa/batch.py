@@ -280,7 +280,7 @@ def partial_path(out: OutputFile) -> tuple[Path, str]:
     """Where an interrupted run keeps its records when `--out` held a file, and that path as shown:
     NAME.partial beside the file (beside a symlink's target, where the run's temporary file is)."""
     path = out.target.with_name(out.target.name + PARTIAL_SUFFIX)
-    return path, (out.shown + PARTIAL_SUFFIX if out.target == out.path.absolute() else os.fspath(path))
+    return path, (os.fspath(path) if out.path.is_symlink() else out.shown + PARTIAL_SUFFIX)
 
 
 @dataclass(frozen=True)
