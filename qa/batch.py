@@ -448,9 +448,13 @@ def _keep_interrupted(
     """Save an interrupted run's records: those answered, and an earlier run's past the point reached."""
     if out is None:
         return
-    for record in done[writer.count :]:
-        if record is not None:
-            writer.write(record)  # in input order still: the unanswered ones are left out
+    try:
+        for record in done[writer.count :]:
+            if record is not None:
+                writer.write(record)  # in input order still: the unanswered ones are left out
+    except OSError as exc:
+        out.discard()
+        raise InputError(f"cannot write {out.shown} ({exc.strerror}); choose another path for --out") from exc
     if not writer.count:
         run.where = f"nothing; {out.shown} is unchanged"
     elif out.existed:  # the file the user had stays whole: the records go beside it
