@@ -35,6 +35,7 @@ from qa.index import (
     load_index,
     read_manifest,
     reading,
+    stored_documents,
     write_generation,
     writing,
 )
@@ -184,16 +185,33 @@ class Assistant:
         fitted on that folder's articles. Raises InputError for text that is empty, not UTF-8
         (a lone surrogate), binary (NUL characters) or over 1 MB.
         """
-        document = article_document(text, name)
+        return cls.from_document(
+            article_document(text, name), reader=reader, embedder=embedder, settings=settings, log=log
+        )
+
+    @classmethod
+    def from_document(
+        cls,
+        document: Document,
+        *,
+        reader: ReaderLike | None = None,
+        embedder: EmbedderLike | None = None,
+        settings: Settings | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Assistant:
+        """`from_text` for an article already read (`qa.documents.read_article`: a file, a web page,
+        a PDF, a URL), whose title, date and URL its citations then show."""
         return cls(settings=settings, reader=reader, embedder=embedder, log=log, documents=[document])
 
     # --- loading -------------------------------------------------------------------------
 
     @cached_property
     def documents(self) -> dict[str, Document]:
-        assert self.seeds is not None  # articles held in memory are set at construction
+        assert self.seeds is not None and self.index_dir is not None  # held in memory: set at construction
         self._seen = self._fingerprint()
-        return {d.doc_id: d for d in load_documents(self.seeds)}
+        # Web pages and PDFs the index already holds (same bytes) keep the text it was built from.
+        stored = stored_documents(self.index_dir) if self.index_dir.is_dir() else {}
+        return {d.doc_id: d for d in load_documents(self.seeds, stored=stored, log=self.log)}
 
     def _fingerprint(self) -> tuple[FileStamp, ...]:
         """What stat(2) says of every article file: cheap to compare before each question.

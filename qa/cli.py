@@ -83,7 +83,7 @@ def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
 
         return RayAssistant(ray_address, settings, article, timeout_s=ray_timeout, log=_err)
     if article is not None:
-        return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
+        return Assistant.from_document(article, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
 
 
@@ -159,6 +159,7 @@ def format_result(result: Any) -> str:
         prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
         lines.append(f"{prefix}: {a.text}")
         lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
+        lines.extend([f"  from {a.source()}"] if a.source() else [])  # a web page's or PDF's title, date, URL
         lines.append(f"  “{a.sentence}”")
     return "\n".join(lines)
 

@@ -108,8 +108,9 @@ def article_option(f: Callable) -> Callable:
         "--article",
         default=None,
         metavar="FILE",
-        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
-        "indexed in memory: the seeds and index folders are neither read nor written.",
+        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, a saved web page or PDF, "
+        "an http(s) URL, or - for standard input), indexed in memory: the seeds and index folders are neither "
+        "read nor written.",
     )(f)
 
 
