@@ -20,13 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from qa.assistant import Assistant
-from qa.documents import load_documents, read_article
-from qa.errors import DocumentError, InputError
-from qa.extraction import MAX_SOURCE_BYTES, join_pages
-from tests.fakes import FakeEmbedder, FakeReader
-from tests.sample_files import (
+from fakes import FakeEmbedder, FakeReader
+from sample_files import (
     BOILERPLATE,
     DATE,
     PARAGRAPHS,
@@ -41,6 +36,11 @@ from tests.sample_files import (
     text_pdf,
     write,
 )
+
+from qa.assistant import Assistant
+from qa.documents import load_documents, read_article
+from qa.errors import DocumentError, InputError
+from qa.extraction import MAX_SOURCE_BYTES, join_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINEER = "Who led the repairs of the harbour bridge?"
