@@ -259,7 +259,7 @@ def main() -> None:
     print(f"{len(pages)} pages, {len(arts)} articles, in {out}; CPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n")
     print(
         "| web page extractor | sentences found whole | boilerplate leaked | paragraphs on their own line | ms/page |"
-    )  # noqa: E501
+    )
     print("|---|---|---|---|---|")
     for name, fn in html_extractors().items():
         results = []

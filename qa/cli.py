@@ -100,7 +100,7 @@ class QAGroup(click.Group):
 @click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
-    """Ask questions about plain-text articles and get exact, cited answer spans."""
+    """Ask questions about articles (text, saved web pages, PDFs) and get exact, cited answer spans."""
 
 
 @cli.command("index")

@@ -119,7 +119,7 @@ def load_documents(
         raise DocumentError(f"no article in {folder} can be read: {problems[0]}{more}")
     say = log or (lambda msg: print(msg, file=sys.stderr))
     for problem in problems:
-        say(f"Skipped {problem}")
+        say(f"Skipped: {problem}")
     return docs
 
 

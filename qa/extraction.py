@@ -211,15 +211,14 @@ def _pdf_date(info: object) -> str | None:
 # Typeset PDFs keep "fi", "fl", "ff"… as one glyph: "ﬁrst" would match no question's "first".
 _LIGATURES = re.compile("[\ufb00-\ufb06]")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?\d+(\s*(/|of)\s*\d+)?$", re.IGNORECASE)
-_ENDS_SENTENCE = re.compile(r"[.!?:;\"”’)\]]$")
 
 
 def join_pages(pages: list[str]) -> str:
     """A PDF's pages as one article: headers, footers and page numbers dropped, lines joined into paragraphs.
 
     A PDF stores lines, not paragraphs: a line wrapped by the layout is joined to the next with a
-    space (after a hyphen, with none: "long-" + "range"), and a paragraph ends at a blank line or at
-    a line that ends a sentence well short of the page's width.
+    space (after a hyphen, with none: "long-" + "range"), and a paragraph (or a heading) ends at a
+    blank line or at a line well short of the page's width.
     """
     pages = [_LIGATURES.sub(lambda m: unicodedata.normalize("NFKC", m.group()), page) for page in pages]
     lines_of = [[line.strip() for line in page.replace("\r\n", "\n").replace("\r", "\n").split("\n")] for page in pages]
@@ -245,7 +244,7 @@ def join_pages(pages: list[str]) -> str:
             current += line
         else:
             current += " " + line
-        if _ENDS_SENTENCE.search(line) and len(line) < 0.8 * width:
+        if len(line) < 0.8 * width and not line.endswith("-"):  # a paragraph's last line, or a heading
             paragraphs.append(current)
             current = ""
     if current:

@@ -122,6 +122,9 @@ def test_the_index_stores_the_extracted_text_and_unchanged_files_are_not_extract
     a = again.ask(ENGINEER, doc_id="bridge.html").answer
     assert a is not None and again.documents["bridge.html"].text[a.start : a.end] == a.text
 
+    with pytest.raises(AssertionError, match="extracted again"):
+        again.build_index(force=True, progress=False)  # --force starts from scratch: extraction too
+
     monkeypatch.undo()
     write(seeds / "bridge.html", news_page([*PARAGRAPHS, "A new paragraph about the bridge's opening ceremony."]))
     changed = fake_assistant(seeds, tmp_path / "index")
@@ -154,7 +157,7 @@ def test_each_bad_file_is_one_line_and_the_rest_of_the_folder_is_indexed(tmp_pat
     assistant = fake_assistant(seeds, tmp_path / "index", log)
     index, _ = assistant.build_index(progress=False)
     assert set(index.manifest.documents) == {"pentagon.txt", "notes.md", "bridge.html", "city/library.pdf"}
-    skipped = [line for line in log if line.startswith("Skipped ")]
+    skipped = [line for line in log if line.startswith("Skipped: ")]
     assert len(skipped) == len(BAD_FILES) + 1, log
     for name, (_, needle) in [*BAD_FILES.items(), ("huge.pdf", (b"", "over the 20 MB limit"))]:
         [line] = [s for s in skipped if f"{seeds / name} " in s]
@@ -176,7 +179,7 @@ def test_a_new_user_indexes_a_mixed_folder_and_asks_it(tmp_path: Path) -> None:
     done = qa("index")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "Indexed 4 article(s)" in done.stdout, done.stdout
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("Skipped ")]
+    skipped = [line for line in done.stderr.splitlines() if line.startswith("Skipped: ")]
     assert len(skipped) == len(BAD_FILES) + 1, done.stderr
     docs = {d.doc_id: d for d in load_documents(seeds, log=lambda m: None)}
     for question, doc_id, want in (
@@ -227,13 +230,14 @@ def test_a_page_or_pdf_given_alone_reads_as_in_a_folder(tmp_path: Path) -> None:
 
 def test_pdf_lines_become_paragraphs_without_running_headers_or_page_numbers() -> None:
     pages = [
-        "The Daily Example\nThe bridge reopened on Tuesday after eight months of long-\n"
-        "range planning and repairs that cost\n12 million euros.\nIt was ﬁnished early.\n1 / 2",
+        "The Daily Example\nBridge reopens\nThe bridge reopened on Tuesday after eight months of long-\n"
+        "range planning and repairs that cost the city twelve million\neuros in all.\nIt was ﬁnished early.\n1 / 2",
         "The Daily Example\nFerries carried commuters across the harbour.\n2 / 2",
     ]
     assert join_pages(pages) == (
-        "The bridge reopened on Tuesday after eight months of long-range planning and repairs that cost "
-        "12 million euros.\nIt was finished early.\nFerries carried commuters across the harbour."
+        "Bridge reopens\nThe bridge reopened on Tuesday after eight months of long-range planning and repairs "
+        "that cost the city twelve million euros in all.\nIt was finished early.\n"
+        "Ferries carried commuters across the harbour."
     )
 
 

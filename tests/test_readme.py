@@ -57,3 +57,55 @@ def test_the_own_article_example_runs_verbatim(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Maria Okafor "), done.stdout
     assert list(tmp_path.iterdir()) == [script]  # indexed in memory: nothing written where it runs
+
+
+# --- the console examples: every `$ command` runs verbatim and prints what the page shows ----------
+
+CONSOLE_PAGES = ("README.md", "docs/articles.md", "docs/own-article.md")
+CONFIDENCE = re.compile(r"confidence (\d\.\d\d)")
+
+
+def console_examples(page: str) -> list[tuple[str, list[str]]]:
+    """(command, the lines printed after it) for every `$ ` line of the page's ```console blocks."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    out: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"^```console\n(.*?)^```$", text, re.DOTALL | re.MULTILINE):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                out.append((line[2:], []))
+            elif out and line.strip():
+                out[-1][1].append(line)
+    return out
+
+
+def same_line(shown: str, printed: str) -> bool:
+    """Equal, with a confidence allowed to differ in its last digit or two (another CPU's rounding)."""
+    a, b = CONFIDENCE.search(shown), CONFIDENCE.search(printed)
+    if a is None or b is None:
+        return shown == printed
+    return CONFIDENCE.sub("", shown) == CONFIDENCE.sub("", printed) and abs(float(a[1]) - float(b[1])) <= 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", CONSOLE_PAGES)
+def test_the_console_examples_run_verbatim_and_print_what_is_shown(page: str, tmp_path: Path) -> None:
+    """As a reader copies them, in order, in a folder holding the checkout's seeds/, index/ and docs/."""
+    for name in ("seeds", "index", "docs"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    examples = console_examples(page)
+    assert examples, f"no console examples in {page}"
+    for command, shown in examples:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        printed = [line.rstrip() for line in re.split(r"[\r\n]", done.stdout + "\n" + done.stderr) if line.strip()]
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        want_error = any(line.startswith("Error: ") for line in shown)
+        assert (done.returncode != 0) == want_error, (command, done.returncode, done.stderr)
+        at = 0
+        for line in shown:  # each shown line is printed, in order (progress bars aside)
+            found = next((i for i in range(at, len(printed)) if same_line(line, printed[i])), None)
+            assert found is not None, f"{page}: `{command}` did not print\n{line}\nit printed:\n" + "\n".join(printed)
+            at = found + 1
