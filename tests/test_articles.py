@@ -333,3 +333,34 @@ def test_offline_a_url_fails_in_one_line_at_once(tmp_path: Path) -> None:
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert line.startswith(f"Error: cannot fetch {url}: ") and needle in line, line
+
+
+def test_the_page_takes_an_uploaded_pdf_and_a_pasted_page_source(tmp_path: Path) -> None:
+    """The Your article tab's handler (the browser test drives the same through the page)."""
+    from qa.handlers import SessionArticles, Visit, session_ask_handler, use_article_handler
+
+    server = Assistant.from_text(
+        "A server article about nothing in particular.",
+        reader=FakeReader({ENGINEER: "Amara Lindgren", LIBRARIAN: "Tomasz Berg"}),
+        embedder=FakeEmbedder(),
+    )
+    store = SessionArticles()
+    pasted = use_article_handler(server, store, "tab-1", news_page().decode("utf-8"))
+    assert pasted.own == "pasted.html", pasted.status
+    view = session_ask_handler(Visit(server, store, "tab-1", pasted.own), ENGINEER, 1, None, 0.0)
+    assert view.highlight is not None and "<" not in view.highlight["text"]
+    [entity] = view.highlight["entities"]
+    assert view.highlight["text"][entity["start"] : entity["end"]] == "Amara Lindgren"
+    assert TITLE in view.citation and URL in view.citation
+
+    upload = write(tmp_path / "library.pdf", text_pdf())
+    used = use_article_handler(server, store, "tab-2", "", str(upload))
+    assert used.own == "library.pdf", used.status
+    view = session_ask_handler(Visit(server, store, "tab-2", used.own), LIBRARIAN, 1, None, 0.0)
+    assert view.highlight is not None
+    [entity] = view.highlight["entities"]
+    assert view.highlight["text"][entity["start"] : entity["end"]] == "Tomasz Berg"
+
+    scan = str(write(tmp_path / "scan.pdf", scanned_pdf()))
+    scanned = use_article_handler(server, store, "tab-2", "", scan, current=used.own)
+    assert "scan.pdf has no text layer" in scanned.status and scanned.own == "library.pdf"  # the one in use stays

@@ -94,16 +94,23 @@ def test_the_console_examples_run_verbatim_and_print_what_is_shown(page: str, tm
         shutil.copytree(ROOT / name, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
     env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleaved as a terminal shows them
     examples = console_examples(page)
     assert examples, f"no console examples in {page}"
     for command, shown in examples:
         done = subprocess.run(
-            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
         )
-        printed = [line.rstrip() for line in re.split(r"[\r\n]", done.stdout + "\n" + done.stderr) if line.strip()]
-        assert "Traceback" not in done.stderr, (command, done.stderr)
+        printed = [line.rstrip() for line in re.split(r"[\r\n]", done.stdout) if line.strip()]
+        assert "Traceback" not in done.stdout, (command, done.stdout)
         want_error = any(line.startswith("Error: ") for line in shown)
-        assert (done.returncode != 0) == want_error, (command, done.returncode, done.stderr)
+        assert (done.returncode != 0) == want_error, (command, done.returncode, done.stdout)
         at = 0
         for line in shown:  # each shown line is printed, in order (progress bars aside)
             found = next((i for i in range(at, len(printed)) if same_line(line, printed[i])), None)
