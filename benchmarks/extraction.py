@@ -274,7 +274,10 @@ def main() -> None:
         (out / name).write_bytes(raw)
     kinds = "fpdf2" + (" and Chromium's print" if printed else "")
     print(f"\n{len(pdfs)} PDFs ({kinds}); each extractor's pages joined by qa's join_pages (raw lines: 2nd row)\n")
-    print("| PDF extractor | sentences found whole | running header/footer leaked | paragraphs on their own line | ms/PDF |")
+    print(
+        "| PDF extractor | sentences found whole | running header/footer leaked | paragraphs on their own line", end=""
+    )
+    print(" | ms/PDF |")
     print("|---|---|---|---|---|")
     for name, fn in pdf_extractors().items():
         joined, raw_rows = [], []
