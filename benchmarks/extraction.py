@@ -1,6 +1,6 @@
 """Which library reads web pages and PDFs best: measured on saved pages and PDFs made here.
 
-    python benchmarks/extraction.py [--out DIR]
+    pip install -e ".[bench,test]" && python benchmarks/extraction.py [--out DIR]
 
 Makes news pages from real article text (the bundled article, docs/example-article.txt and, when
 ../shared/data/squad is there, two SQuAD articles), each wrapped the way news sites wrap one: a
