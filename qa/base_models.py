@@ -218,8 +218,14 @@ def _sync_side_files(folder: Path, target: Path) -> None:
 
 def _merge(folder: Path, base: str, out: Path) -> None:
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelError(
+            f"the reader {folder} is LoRA adapters and merging them needs peft: pip install 'article-qa[mpnet]'"
+        ) from None
 
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
