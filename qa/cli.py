@@ -84,7 +84,7 @@ def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
 
         return RayAssistant(ray_address, settings, article, timeout_s=ray_timeout, log=_err)
     if article is not None:
-        return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
+        return Assistant.from_document(article, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
 
 
@@ -101,7 +101,7 @@ class QAGroup(click.Group):
 @click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
-    """Ask questions about plain-text articles and get exact, cited answer spans."""
+    """Ask questions about articles (text, saved web pages, PDFs) and get exact, cited answer spans."""
 
 
 @cli.command("index")
@@ -160,6 +160,7 @@ def format_result(result: Any) -> str:
         prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
         lines.append(f"{prefix}: {a.text}")
         lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
+        lines.extend([f"  from {a.source()}"] if a.source() else [])  # a web page's or PDF's title, date, URL
         lines.append(f"  “{a.sentence}”")
     return "\n".join(lines)
 
@@ -183,8 +184,7 @@ def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **o
 
     article, top_k, doc_id, resume = (opts.pop(k) for k in ("article", "top_k", "doc_id", "resume"))
     check_batch_sources(input_path, article, out_path, resume)
-    # Everything that can be checked is checked before a model loads: the input, the article, the output path.
-    items = read_questions(input_path, opts.pop("input_format"))
+    items = read_questions(input_path, opts.pop("input_format"))  # each check below comes before a model loads
     document = read_article_option(article, opts)
     out = OutputFile(out_path, inputs=[input_path, article or "-"]) if out_path is not None else None
     fmt = output_format(out_path, out_format)
