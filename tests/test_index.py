@@ -176,7 +176,7 @@ def test_an_article_that_is_not_utf8_names_its_likely_encoding_and_the_iconv_com
     with pytest.raises(
         InputError, match=r"it looks like Latin-1\); convert it: iconv -f LATIN1 -t UTF-8 in/a.txt > in/a.utf8.txt$"
     ):
-        article_from_bytes("Café".encode("latin-1"), "a.txt", "in/a.txt")
+        article_from_bytes("Café".encode("latin-1"), "a.txt", path="in/a.txt")
 
 
 def test_documents_are_read_exactly(tmp_path: Path) -> None:
