@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from qa.reader import ReaderSettings
@@ -44,6 +45,14 @@ class TrainConfig:
     eager_attention: bool = True
     attention_dropout: float = 0.0
     freeze_word_embeddings: bool = True
+    # LoRA adapters of this rank on every linear layer, the QA head trained whole (peft); None: full
+    # fine-tune. A base-size encoder then trains a few MB instead of 109M parameters (model card).
+    lora_rank: int | None = None
+    lora_alpha: float | None = None  # None: twice the rank
+    lora_dropout: float = 0.05
+    # Calibrate the saved reader through the whole assistant at the end (needs faiss and bm25s;
+    # off for a run on a machine that has only the training packages).
+    calibrate: bool = True
     max_steps: int | None = None  # stop early (tests, smoke runs, pilots)
     max_train_questions: int | None = None
     max_val_questions: int | None = None
@@ -57,6 +66,11 @@ class TrainConfig:
         """A checkpoint's config, continued in `output_dir`; keys this version does not know are dropped."""
         values = dict(raw)
         values["output_dir"] = output_dir
-        values["data"] = tuple(values["data"])
+        # A stage may continue on another machine: a data file recorded by name (or at a path that
+        # machine had) is the shared file of that name here.
+        values["data"] = tuple(
+            d if Path(d).is_file() or not (SHARED_SQUAD / Path(d).name).is_file() else str(SHARED_SQUAD / Path(d).name)
+            for d in values["data"]
+        )
         values["val_articles"] = tuple(values["val_articles"])
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
