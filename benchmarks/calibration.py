@@ -70,7 +70,7 @@ DOMAINS = {
 FIT_DOMAINS = ("news", "squad")
 
 
-def observe_all(path: Path, domains: list[str]) -> dict[str, list[Observation]]:
+def observe_all(path: Path, domains: list[str], reader_model: str | None = None) -> dict[str, list[Observation]]:
     """The observations of `domains`, asked through the whole assistant (fresh index, the reader's
     features recorded, so that any calibration and cut can be scored offline), kept in `path`:
     a domain already there for the same reader is not asked again."""
@@ -83,7 +83,7 @@ def observe_all(path: Path, domains: list[str]) -> dict[str, list[Observation]]:
     from qa.loading import resolve_reader_model
     from qa.settings import Settings
 
-    settings = Settings.resolve(env={}, seeds=ROOT / "seeds")
+    settings = Settings.resolve(env={}, seeds=ROOT / "seeds", reader_model=reader_model)
     reader = reader_fingerprint(resolve_reader_model(settings.reader_model))
     saved: dict = {}
     if path.is_file():
@@ -131,16 +131,20 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, default=None, help="A calibration to compare with (e.g. the one shipped before)."
     )
+    parser.add_argument("--reader-model", default=None, help="The reader to observe [default: the shipped one].")
     parser.add_argument("--share", type=float, default=DEFAULT_EXPECT_UNANSWERABLE, help="Unanswerable share.")
     args = parser.parse_args()
     domains = ["news", "squad", "test"] + (["newsfolder"] if DOMAINS["newsfolder"][0].is_file() else [])
-    obs = observe_all(args.observations, domains)
+    obs = observe_all(args.observations, domains, args.reader_model)
     if args.observe_only:
         return
     fitting = obs["news"] + obs["squad"]
+    from qa.loading import resolve_reader_model
     from qa.reader import ReaderSettings
+    from qa.settings import Settings
 
-    shipped = Calibration.from_reader_settings(ReaderSettings.load(ROOT / "qa" / "models" / "reader"))
+    reader_dir = Path(resolve_reader_model(Settings.resolve(env={}, reader_model=args.reader_model).reader_model))
+    shipped = Calibration.from_reader_settings(ReaderSettings.load(reader_dir))
     rows = [("reader's own (qa_reader.json)", lambda o: shipped)]
     for name, feats in FEATURE_SETS.items():
         rows.append((name, lambda o, feats=feats: fit(o, feats)))
@@ -167,7 +171,8 @@ def main() -> None:
         f"shipped: SQuAD fit, SQuAD CV: {score_cross_validated(obs['squad'], lambda o: fit(o, FEATURES)).line()}\n"
         f"  + news refit, news CV: {news_cv.line()}\n  + news refit, test: {test.line() if test else 'n/a'}"
     )
-    prior_shift(obs["squad"], Calibration.load(ROOT / "qa" / "models" / "reader" / "calibration.json"))
+    if (reader_dir / "calibration.json").is_file():
+        prior_shift(obs["squad"], Calibration.load(reader_dir / "calibration.json"))
     for_the_mix(obs, args.share, Calibration.load(args.baseline) if args.baseline else None)
     if args.plots is not None:
         plot(obs, shipped, args.plots)
@@ -191,9 +196,14 @@ def prior_shift(squad: list[Observation], calibration: Calibration) -> None:
             total, weight = total + w * f1, weight + w
         return 100 * total / weight
 
+    share = calibration.fitted.get("expect_unanswerable")
+    chosen = (
+        f"chosen for {100 * share:.0f}% unanswerable" if share is not None else "chosen for the mix it was fitted on"
+    )
     print(
-        f"\nshare of unanswerable questions vs the min confidence (SQuAD validation, deployed mode; shipped cut "
-        f"{calibration.min_confidence:.3f}, fitted where {100 * unanswerable / len(squad):.0f}% are unanswerable)"
+        f"\nshare of unanswerable questions vs the min confidence (SQuAD validation, "
+        f"{100 * unanswerable / len(squad):.0f}% unanswerable, deployed mode; "
+        f"shipped cut {calibration.min_confidence:.3f}, {chosen})"
     )
     print(f"{'unanswerable':>12} {'F1 at shipped cut':>18} {'best cut':>9} {'F1 there':>9} {'F1 answering all':>17}")
     for share in (0.38, 0.2, 0.1, 0.033, 0.0):
