@@ -96,7 +96,7 @@ def calibrate_assistant(
         if log:
             log(f"Asking the {len(items)} questions of {name} over the articles in {assistant.seeds}.")
         observations += observe(assistant, items, name, progress)
-        data[name] = {"articles": str(assistant.seeds), **_counts(items)}
+        data[name] = {"articles": folder_name(assistant.seeds), **_counts(items)}
     if squad is not None:
         path, titles = squad
         with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
@@ -112,15 +112,35 @@ def calibrate_assistant(
             )
             other.__dict__["calibration"] = current  # the same rule decides there; features do not depend on it
             observations += observe(other, items, name, progress)
-            data[name] = {"file": str(path), "articles": list(titles or []), **_counts(items)}
+            data[name] = {"file": Path(path).name, "articles": list(titles or []), **_counts(items)}
     info = provenance(
         right=RIGHT,
         mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
         data=data,
         command=command,
     )
-    reader = {"name": assistant.reader.model_name, "fingerprint": reader_fingerprint(assistant.reader.model_name)}
+    name = assistant.reader.model_name
+    reader = {"name": model_label(name), "fingerprint": reader_fingerprint(name)}
     return calibrate(current, observations, mode, info, reader, expect_unanswerable)
+
+
+def model_label(model: str) -> str:
+    """A model as a calibration records it: the shipped reader as "shipped", a local folder by its name,
+    a hub id as it is; never the absolute path of the machine that fitted it (the fingerprint, not the
+    name, says which reader a calibration belongs to)."""
+    from qa.loading import SHIPPED_READER_DIR
+
+    path = Path(model)
+    if not path.is_absolute() and not path.exists():
+        return model  # a hub id
+    if path.resolve() == SHIPPED_READER_DIR:
+        return "shipped"
+    return path.resolve().name
+
+
+def folder_name(folder: Path | None) -> str:
+    """An articles folder as a calibration records it: its name, not where it was on the machine."""
+    return Path(folder).resolve().name if folder is not None else ""
 
 
 def calibrate_to_file(
@@ -217,7 +237,7 @@ def calibrate_trained_reader(reader_dir: str | Path, examples: Sequence[Any], pr
                 data={"validation": {"articles": titles, **_counts(items)}},
                 command="qa train-reader (at the end)",
             )
-            reader = {"name": str(reader_dir), "fingerprint": reader_fingerprint(str(reader_dir))}
+            reader = {"name": model_label(str(reader_dir)), "fingerprint": reader_fingerprint(str(reader_dir))}
         report = calibrate(own, observations, "full", info, reader, DEFAULT_EXPECT_UNANSWERABLE)
         report.calibration.save(out)
         return report

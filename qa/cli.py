@@ -83,7 +83,7 @@ def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
 
         return RayAssistant(ray_address, settings, article, timeout_s=ray_timeout, log=_err)
     if article is not None:
-        return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
+        return Assistant.from_document(article, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
 
 
@@ -100,7 +100,7 @@ class QAGroup(click.Group):
 @click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
-    """Ask questions about plain-text articles and get exact, cited answer spans."""
+    """Ask questions about articles (text, saved web pages, PDFs) and get exact, cited answer spans."""
 
 
 @cli.command("index")

@@ -61,7 +61,7 @@ embed_option = setting_option(
     f"Sentence-transformers model, path or hub id [{{env}}; default {DEFAULT_EMBED_MODEL}, packaged].",
 )
 reader_option = setting_option(
-    "reader_model", "Extractive QA model, path or hub id [{env}; default the shipped reader]."
+    "reader_model", "Extractive QA model: v3 or v2 (the shipped ones), a path or a hub id [{env}; default shipped]."
 )
 backend_option = setting_option(
     "backend",
@@ -115,8 +115,9 @@ def article_option(f: Callable) -> Callable:
         "--article",
         default=None,
         metavar="FILE",
-        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
-        "indexed in memory: the seeds and index folders are neither read nor written.",
+        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, a saved web page or PDF, "
+        "an http(s) URL, or - for standard input), indexed in memory: the seeds and index folders are neither "
+        "read nor written.",
     )(f)
 
 

@@ -94,6 +94,9 @@ def make_answer(
         sentence=doc.text[s_start:s_end],
         sentence_start=s_start,
         sentence_end=s_end,
+        title=doc.title,
+        date=doc.date,
+        url=doc.url,
     )
 
 

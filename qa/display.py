@@ -17,6 +17,7 @@ def format_result(result: Result) -> str:
             lines.append("The article does not say clearly (no answer is confident enough).")
             lines.append(f"best guess (confidence {guess.score:.2f}): {guess.text}")
             lines.append(f"  {guess.doc_id}, chunk {guess.chunk_id}, characters {guess.start}-{guess.end}")
+            lines.extend([f"  from {guess.source()}"] if guess.source() else [])
         if result.passages:
             # The passage the guess comes from, else the closest one retrieved.
             at = [
@@ -33,5 +34,6 @@ def format_result(result: Result) -> str:
         prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
         lines.append(f"{prefix}: {a.text}")
         lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
+        lines.extend([f"  from {a.source()}"] if a.source() else [])  # a web page's or PDF's title, date, URL
         lines.append(f"  “{a.sentence}”")
     return "\n".join(lines)

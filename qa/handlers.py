@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
-from qa.documents import MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, too_big
+from qa.documents import KINDS, MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, read_cap, too_big
 from qa.errors import InputError, QAError
+from qa.extraction import too_big_source
 from qa.files import decode_bytes
 from qa.settings import check_min_confidence
 from qa.types import RECORD_FIELDS, Answer, Document, Result
@@ -40,6 +41,7 @@ UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
 # Visitors' own articles held at once (each up to 1 MB of text plus its vectors, ~10 MB at the cap).
 MAX_SESSION_ARTICLES = 32
 PASTED_NAME = "pasted.txt"
+PASTED_HTML = "pasted.html"
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
 _MD_LIST_START = re.compile(r"^(\s*)(?:([-+])|(\d+)([.)]))(?=\s)")
@@ -179,9 +181,10 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
             result=result.to_dict(),
             guess=guess_markdown(documents, result),
         )
+    source = f" · {md_escape(best.source())}" if best.source() else ""  # a page's or PDF's title, date, URL
     citation = (
         f"> {sentence_markdown(best)}\n\n"
-        f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}"
+        f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}{source}"
     )
     return AskView(
         status=f"### {md_escape(best.text)}\nconfidence **{best.score:.2f}**",
@@ -434,22 +437,29 @@ def asking_markdown(own: str | None) -> str:
 
 
 def read_article_upload(upload: object, uploaded: Callable[[object], bool] | None) -> Document:
-    """An uploaded .txt/.md article, checked as `qa ask --article` checks its file; only real uploads."""
+    """An uploaded article (.txt/.md, or a saved web page or PDF, extracted), checked as `qa ask
+    --article` checks its file; only real uploads."""
     found = upload_path(upload)
     if found is None:
-        raise InputError("paste an article or upload a .txt or .md file first")
+        raise InputError(f"paste an article or upload a {KINDS} file first")
     path, name = found
     check_uploaded(path, uploaded)
     name = Path(name).name
     if Path(name).suffix.lower() not in SUFFIXES:
-        raise InputError(f"{name} is not a .txt or .md file; upload the article as plain UTF-8 text")
+        raise InputError(f"{name} is not a {KINDS} file; upload the article as text, a saved web page or a PDF")
     try:
-        if path.stat().st_size > MAX_ARTICLE_BYTES:
-            raise too_big(name)
+        size = path.stat().st_size
+        if size > read_cap(name):
+            raise too_big(name) if read_cap(name) == MAX_ARTICLE_BYTES else too_big_source(name, size)
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
     return article_from_bytes(raw, name)
+
+
+def looks_like_html(text: str | None) -> bool:
+    head = (text or "").lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html"))
 
 
 def use_article_handler(
@@ -470,11 +480,13 @@ def use_article_handler(
             raise InputError("this page keeps your article per browser tab; reload the page and add it again")
         if upload_path(upload) is not None:
             document = read_article_upload(upload, uploaded)
+        elif looks_like_html(text):
+            # A page's source pasted (view-source, copy): its article, as if the page were uploaded.
+            document = article_from_bytes((text or "").encode("utf-8", "surrogatepass"), PASTED_HTML)
         else:
             document = article_document(text or "", PASTED_NAME)
-        own = Assistant.from_text(
-            document.text,
-            document.doc_id,
+        own = Assistant.from_document(
+            document,
             reader=server.reader,
             embedder=server.embedder,
             settings=server.settings,

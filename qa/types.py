@@ -8,12 +8,30 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Document:
-    """An article exactly as read (UTF-8, nothing normalised): citations index into `text`."""
+    """An article: citations index into `text`.
+
+    A .txt/.md file's text is the file exactly as read (UTF-8, nothing normalised); a web page's or
+    a PDF's is the article extracted from it (`qa.extraction`), stored with the index. `sha256` is
+    of the file's bytes. `title`, `date` (YYYY-MM-DD) and `url` come from the page's or the PDF's
+    metadata, where it has them, and are shown with every citation of the article.
+    """
 
     doc_id: str
     path: str
     text: str
     sha256: str
+    title: str | None = None
+    date: str | None = None
+    url: str | None = None
+
+    def source(self) -> str:
+        """The title, date and URL, as a citation shows them ("" when there are none)."""
+        return source_line(self.title, self.date, self.url)
+
+
+def source_line(title: str | None, date: str | None, url: str | None) -> str:
+    parts = [f"“{title}”" if title else "", date or "", url or ""]
+    return ", ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,13 @@ class Answer:
     sentence: str
     sentence_start: int
     sentence_end: int
+    # The article's metadata (a web page's or a PDF's; None for plain text), shown with the citation.
+    title: str | None = None
+    date: str | None = None
+    url: str | None = None
+
+    def source(self) -> str:
+        return source_line(self.title, self.date, self.url)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from qa.batch import answer_items
 from qa.documents import ARTICLE_CAP
 from qa.errors import InputError, QAError
+from qa.extraction import MAX_SOURCE_BYTES, SOURCE_CAP
 from qa.handlers import (
     ALL_ARTICLES,
     ANSWER_LABEL,
@@ -110,7 +111,8 @@ The table and the downloads have the same columns as `qa batch`.
 """
 
 OWN_HELP = """\
-Paste an article, or upload one as a **.txt** or **.md** file (UTF-8, up to {cap}), and click
+Paste an article, or upload one as a **.txt** or **.md** file (UTF-8, up to {cap}), a saved web page
+(**.html**) or a **.pdf** (up to {source_cap}; its article's text is what you ask), and click
 *Use this article* (an uploaded file is used when there is one). It is indexed in memory for this
 browser tab only: other visitors keep asking the server's articles, nothing is saved on the server,
 and it is dropped when you close the tab or click *Use the server's articles*. The *Ask* and
@@ -284,7 +286,7 @@ def _batch_tab(page: SimpleNamespace) -> None:
 
 def _own_tab(page: SimpleNamespace) -> None:
     with gr.Tab("Your article", id="own"):
-        gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP))
+        gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP, source_cap=SOURCE_CAP))
         page.own_text = gr.Textbox(
             label="Paste an article",
             placeholder="Paste the article's text here",
@@ -293,7 +295,7 @@ def _own_tab(page: SimpleNamespace) -> None:
             elem_id="own-text",
         )
         page.own_upload = gr.File(
-            label=f"…or upload one (.txt or .md, UTF-8, up to {ARTICLE_CAP})",
+            label=f"…or upload one (.txt or .md up to {ARTICLE_CAP}; .html or .pdf up to {SOURCE_CAP})",
             type="filepath",
             elem_id="own-upload",
         )
@@ -442,7 +444,7 @@ def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int) -> None:
             server_port=port,
             prevent_thread_lock=True,
             show_error=False,
-            max_file_size=MAX_UPLOAD_BYTES,
+            max_file_size=max(MAX_UPLOAD_BYTES, MAX_SOURCE_BYTES),  # each tab checks its own cap
             css=CSS,
             footer_links=["api"],
             quiet=True,  # Gradio's own banner suggests share links; say where the page is instead

@@ -325,3 +325,45 @@ def test_an_uploaded_article_and_a_binary_one(page: Any, tmp_path: Path) -> None
     use_article(page, "Using your article notes.md")
     assert "your article notes.md" in page.locator("#asking").inner_text()
     assert "Traceback" not in page.content()
+
+
+@pytest.mark.parametrize("kind", ["html", "pdf"])
+def test_an_uploaded_web_page_or_pdf_is_asked_in_its_extracted_text(
+    page: Any, assistant: Any, tmp_path: Path, kind: str
+) -> None:
+    """The page shows the article extracted from the upload, and highlights the answer at its offsets."""
+    from sample_files import PDF_PARAGRAPHS, news_page, text_pdf
+
+    from qa.assistant import Assistant
+    from qa.documents import read_article
+
+    path = tmp_path / f"story.{kind}"
+    path.write_bytes(news_page() if kind == "html" else text_pdf(PDF_PARAGRAPHS))
+    document = read_article(path)  # what the server extracts from the same bytes
+    question = "Who led the repairs of the harbour bridge?" if kind == "html" else "Who proposed the late opening?"
+    own = Assistant.from_document(
+        document, reader=assistant.reader, embedder=assistant.embedder, settings=assistant.settings
+    )
+    expected = own.ask(question, min_confidence=0.0).answer
+    assert expected is not None and document.text[expected.start : expected.end] == expected.text
+
+    page.get_by_role("tab", name="Your article").click()
+    page.locator("#own-upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f"#own-upload [aria-label='story.{kind}']")
+    use_article(page, f"Using your article story.{kind}")
+    page.get_by_text("Settings", exact=True).click()
+    number = page.locator("#min-confidence input[type=number]")
+    number.fill("0")
+    number.press("Enter")
+    page.get_by_role("tab", name="Ask").click()
+    status = ask(page, question, expected.text)
+    assert status.splitlines()[0].strip() == expected.text
+    page.wait_for_selector("#article .token.highlighted .text")
+    shown = page.evaluate(READ_ARTICLE)
+    assert shown["text"] == document.text, "the page shows the extracted article, not the file's bytes"
+    assert "<" not in shown["text"] and "%PDF" not in shown["text"]
+    assert shown["highlighted"] == [[expected.start, expected.end]]
+    citation = page.locator("#citation").inner_text()
+    assert f"characters {expected.start}-{expected.end}" in citation and f"story.{kind}" in citation
+    if document.title:
+        assert document.title in citation  # the page's or PDF's title travels with the citation

@@ -126,7 +126,7 @@ def test_calibrating_the_pipeline_on_tiny_data_with_fakes(tmp_path: Path) -> Non
     cal = report.calibration
     assert report.after.f1 > report.before.f1  # cross-validated, so no question judged by a fit that saw it
     assert cal.fitted["data"]["mine"] == {
-        "articles": str(assistant.seeds),
+        "articles": "seeds",  # the folder by name, not where it was on the machine that fitted it
         "questions": 24,
         "answerable": 16,
         "unanswerable": 8,
@@ -378,3 +378,14 @@ def test_qa_calibrate_for_a_share_then_ask_for_another(place: dict[str, str], tm
         place, "ask", "Who devised the process?", "--json", "--calibration", str(out), "--expect-unanswerable", "0"
     )
     assert asked.returncode == 0, asked.stderr
+
+
+def test_a_calibration_records_names_not_the_machine_s_paths(tmp_path: Path) -> None:
+    from qa.calibrate import folder_name, model_label
+    from qa.loading import SHIPPED_READER_DIR
+
+    assert model_label(str(SHIPPED_READER_DIR)) == "shipped"
+    (tmp_path / "my-reader").mkdir()
+    assert model_label(str(tmp_path / "my-reader")) == "my-reader"
+    assert model_label("deepset/roberta-base-squad2") == "deepset/roberta-base-squad2"  # a hub id as it is
+    assert folder_name(tmp_path / "seeds") == "seeds"
