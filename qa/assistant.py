@@ -511,9 +511,12 @@ class Assistant:
 
     @property
     def min_confidence(self) -> float:
-        """The confidence an answer needs: the settings' (flag, QA_MIN_CONFIDENCE), else the calibration's."""
-        given = self.settings.min_confidence
-        return self.calibration.min_confidence if given is None else given
+        """The confidence an answer needs: the settings' (flag, QA_MIN_CONFIDENCE), else the calibration's
+        cut for the expected share of unanswerable questions (--expect-unanswerable), else its own."""
+        given, share = self.settings.min_confidence, self.settings.expect_unanswerable
+        if given is not None:
+            return given
+        return self.calibration.min_confidence if share is None else self.calibration.cut_for(share)
 
     def _min_confidence(self, given: float | None) -> float:
         return self.min_confidence if given is None else check_min_confidence(given)

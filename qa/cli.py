@@ -139,30 +139,12 @@ def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, articl
     Your own article: qa ask "Who designed the reading room?" --article notes.txt
     """
     from qa.assistant import check_question
+    from qa.display import format_result
 
     check_question(question)  # before loading anything
     document = read_article_option(article, opts)
     result = make_assistant(opts, document).ask(question, top_k=top_k, doc_id=doc_id)
     click.echo(json.dumps(result.to_dict(), ensure_ascii=False) if as_json else format_result(result))
-
-
-def format_result(result: Any) -> str:
-    lines = [result.note] if result.note else []  # e.g. that the reader reads English
-    if not result.answers:
-        lines.append("The article does not say (no answer is confident enough).")
-        if result.passages:
-            p = result.passages[0].chunk
-            lines.append(f"Closest passage: {p.doc_id}, chunk {p.chunk_id}, characters {p.start}-{p.end}:")
-            snippet = " ".join(p.text[:300].split())  # one indented line, whatever the article's line breaks
-            lines.append(f"  {snippet}{'…' if len(p.text) > 300 else ''}")
-        return "\n".join(lines)
-    for n, a in enumerate(result.answers, 1):
-        prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
-        lines.append(f"{prefix}: {a.text}")
-        lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
-        lines.extend([f"  from {a.source()}"] if a.source() else [])  # a web page's or PDF's title, date, URL
-        lines.append(f"  “{a.sentence}”")
-    return "\n".join(lines)
 
 
 @cli.command("batch")
@@ -251,7 +233,8 @@ def calibrate_cmd(
     out = OutputFile(out_path or settings.index_dir / CALIBRATION_FILE, "--out", inputs=[*gold_paths, squad or ""])
     squad_articles = (squad, split_titles(articles)) if squad else None
     command = " ".join(["qa", *_argv()])
-    _err(calibrate_to_file(settings, gold, squad_articles, mode, out, command, log=_err, show=click.echo))
+    share = settings.expect_unanswerable
+    _err(calibrate_to_file(settings, gold, squad_articles, mode, out, command, _err, click.echo, share))
 
 
 @cli.command("serve")

@@ -149,6 +149,9 @@ class AskView:
     passages: list[list[Any]] = field(default_factory=list)
     abstained: bool = False
     result: dict[str, Any] | None = None  # Result.to_dict(), as `qa ask --json` prints it
+    # When it abstained: the best guess, its confidence, its citation and the passage it comes
+    # from (Markdown the page shows greyed, apart from the answer's place); "" when there is none.
+    guess: str = ""
 
 
 def render_result(documents: dict[str, Document], result: Result) -> AskView:
@@ -159,17 +162,25 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
     note = f"\n\n*{md_escape(result.note)}*" if result.note else ""  # e.g. that the reader reads English
     if best is None:
         top = result.passages[0].chunk.doc_id if result.passages else None
-        return AskView(
-            status=(
+        if result.guess is None:
+            status = (
                 "### The article does not say.\n"
-                "No answer in the article is confident enough, so none is given. "
-                f"The closest passages are listed below.{note}"
-            ),
+                f"Nothing in the passages closest to the question answers it. They are listed below.{note}"
+            )
+        else:
+            status = (
+                "### The article does not say clearly.\n"
+                "No answer in the article is confident enough, so none is given; the best guess is "
+                f"below, with the passage it comes from. The closest passages are listed below.{note}"
+            )
+        return AskView(
+            status=status,
             highlight=highlight_value(documents[top], None) if top else None,
             highlight_label=f"The article ({top}): nothing highlighted" if top else "The article",
             passages=passages,
             abstained=True,
             result=result.to_dict(),
+            guess=guess_markdown(documents, result),
         )
     source = f" · {md_escape(best.source())}" if best.source() else ""  # a page's or PDF's title, date, URL
     citation = (
@@ -185,6 +196,26 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
         passages=passages,
         result=result.to_dict(),
     )
+
+
+def guess_markdown(documents: dict[str, Document], result: Result) -> str:
+    """The best guess below the min confidence: never shown as an answer, always with its confidence,
+    its exact place, its sentence and the passage it comes from."""
+    g = result.guess
+    if g is None:
+        return ""
+    if documents[g.doc_id].text[g.start : g.end] != g.text:
+        raise RuntimeError(f"guess offsets {g.start}-{g.end} do not match its text in {g.doc_id}")
+    lines = [
+        f"**Best guess** (confidence {g.score:.2f}; not an answer): {md_escape(g.text)}",
+        f"{md_escape(g.doc_id)} · chunk {g.chunk_id} · characters {g.start}-{g.end}",
+        f"> {sentence_markdown(g)}",
+    ]
+    at = [p for p in result.passages if (p.chunk.doc_id, p.chunk.chunk_id) == (g.doc_id, g.chunk_id)]
+    if at:
+        c = at[0].chunk
+        lines.append(f"Closest passage (characters {c.start}-{c.end}):\n\n> {md_escape(c.text)}")
+    return "\n\n".join(lines)
 
 
 def parse_min_confidence(value: object) -> float | None:

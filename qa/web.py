@@ -88,12 +88,16 @@ CSS = """
   background: #fde047; color: #111; border-radius: 2px; box-shadow: 0 0 0 1px #fde047;
 }
 #status h3 { margin: 0.2rem 0; }
+/* The best guess when it abstains: greyed, so that it never reads as an answer. */
+#guess, #guess * { color: #6b7280 !important; }
+#guess blockquote { border-left-color: #d1d5db !important; }
 """
 
 INTRO = """\
 # Ask the article
 Answers are exact spans of the article, with their citation: the span is highlighted where it
-stands in the text. When no answer is confident enough, the page says so rather than guess.
+stands in the text. When no answer is confident enough, the page says so, and shows its best
+guess greyed, with its confidence and the passage it comes from — never as an answer.
 """
 
 CONFIDENCE_HELP = (
@@ -246,6 +250,7 @@ def _ask_tab(page: SimpleNamespace, examples: list[str]) -> None:
             gr.Examples(examples, inputs=[page.question], label="Examples (click one, then Ask)")
         page.status = gr.Markdown(elem_id="status")
         page.citation = gr.Markdown(elem_id="citation")
+        page.guess = gr.Markdown(visible=False, elem_id="guess")
         page.article = gr.HighlightedText(
             label="The article",
             show_legend=False,
@@ -273,7 +278,7 @@ def _batch_tab(page: SimpleNamespace) -> None:
             interactive=False,
             wrap=True,
             # Fit all of `qa batch`'s columns on screen; the long ones wrap.
-            column_widths=["5%", "17%", "12%", "6%", "6%", "7%", "11%", "6%", "19%", "11%"],
+            column_widths=["4%", "14%", "10%", "4%", "4%", "5%", "8%", "4%", "15%", "8%", "4%", "4%", "5%", "6%", "5%"],
             elem_id="batch-table",
         )
         page.downloads = gr.File(
@@ -308,6 +313,7 @@ def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles
         return (
             view.status,
             view.citation,
+            gr.update(value=view.guess, visible=bool(view.guess)),
             gr.update(value=view.highlight, label=view.highlight_label, visible=view.highlight is not None),
             gr.update(visible=bool(view.others)),
             answers_markdown(view.others),
@@ -323,6 +329,7 @@ def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles
         outputs=[
             page.status,
             page.citation,
+            page.guess,
             page.article,
             page.others_box,
             page.others,

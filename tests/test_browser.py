@@ -218,7 +218,13 @@ def test_the_minimum_confidence_slider_decides_whether_to_answer(page: Any, assi
     number.fill("1")
     number.press("Enter")
     status = ask(page, ANSWERABLE, "does not say")  # no answer is certain to be right
-    assert "does not say" in status
+    assert "does not say clearly" in status and expected.text not in status
+    # The best guess is shown apart, greyed, with its confidence and the passage it comes from.
+    page.wait_for_selector("#guess :text('Best guess')")
+    guess = page.locator("#guess").inner_text()
+    assert expected.text in guess and "confidence" in guess and "Closest passage" in guess
+    grey = page.locator("#guess p").first.evaluate("e => getComputedStyle(e).color")
+    assert grey == "rgb(107, 114, 128)", grey
     number.fill("0")
     number.press("Enter")
     status = ask(page, ANSWERABLE, expected.text)

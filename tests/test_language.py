@@ -10,7 +10,7 @@ from fakes import FakeEmbedder, FakeReader
 
 from qa.assistant import Assistant
 from qa.batch import BatchItem, run_batch
-from qa.cli import format_result
+from qa.display import format_result
 from qa.files import OutputFile
 from qa.handlers import render_result
 from qa.language import NOTE, english_note
