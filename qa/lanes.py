@@ -191,8 +191,10 @@ class SlicedEmbedder:
         gate: ModelGate,
         slice_size: int = EMBED_SLICE,
         progress: Callable[[int, int], None] | None = None,
+        always: bool = True,
     ) -> None:
         self.inner = inner
+        self.always = always  # False: slice only in bulk work (`ModelGate.bulk`), else straight through
         self.name = inner.name
         self.gate = gate
         self.slice_size = slice_size
@@ -203,6 +205,8 @@ class SlicedEmbedder:
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         import numpy as np
 
+        if self.gate.holds() or not (self.always or self.gate.in_bulk()):
+            return self.inner.encode(texts, progress=progress)
         parts = []
         for start in range(0, len(texts), self.slice_size):
             with self.gate.hold(bulk=True):
@@ -253,7 +257,7 @@ def install(assistant: Assistant, gate: ModelGate) -> None:
         assistant.reader = GatedReader(reader.inner if isinstance(reader, GatedReader) else reader, gate)
     if embedder is not None:
         raw = embedder.inner if isinstance(embedder, SlicedEmbedder) else embedder
-        assistant.embedder = SlicedEmbedder(raw, gate)
+        assistant.embedder = SlicedEmbedder(raw, gate, always=False)
         retriever = getattr(assistant, "retriever", None)
         if getattr(retriever, "embedder", None) is not None:
             retriever.embedder = assistant.embedder  # type: ignore[union-attr]
