@@ -242,9 +242,18 @@ _TRAIN_OPTIONS = (
     ),
     click.option(
         "--base-model",
-        help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2), a trained reader folder, "
-        "or 'shipped'.",
+        help="Start from: an encoder (path or hub id; default all-MiniLM-L6-v2; 'mpnet': all-mpnet-base-v2 "
+        "from its PyPI pieces), a trained reader folder, or 'shipped'.",
     ),
+    click.option(
+        "--lora-rank",
+        type=click.IntRange(min=1),
+        help="Train LoRA adapters of this rank on every linear layer (and the QA head) instead of every weight.",
+    ),
+    click.option(
+        "--lora-alpha", type=click.FloatRange(min=0, min_open=True), help="LoRA scaling (default: twice the rank)."
+    ),
+    train_option("--lora-dropout", click.FloatRange(0, 1)),
     train_option("--epochs", click.FloatRange(min=0, min_open=True)),
     train_option("--learning-rate", click.FloatRange(min=0, min_open=True), None, "--lr"),
     train_option("--batch-size", click.IntRange(min=1)),
@@ -295,6 +304,12 @@ _TRAIN_OPTIONS = (
     click.option("--max-train-questions", type=click.IntRange(min=1), help="Train on a random slice."),
     click.option("--max-val-questions", type=click.IntRange(min=1), help="Validate on a random slice."),
     click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the hardware has it)."),
+    click.option(
+        "--calibrate/--no-calibrate",
+        default=TRAIN_DEFAULTS.calibrate,
+        show_default=True,
+        help="Calibrate the saved reader through the whole assistant at the end.",
+    ),
 )
 
 

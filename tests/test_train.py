@@ -204,3 +204,56 @@ def test_resume_without_a_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["train-reader", "--resume", str(tmp_path)])
     assert result.exit_code == 1
     assert "no checkpoint in" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_lora_run_resumes_to_the_same_adapters_and_ships_only_them(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LoRA (peft): an interrupted run resumed equals the uninterrupted one; the saved reader is the
+    adapters and head alone, merged onto the base on load, reading as the trained model did."""
+    from safetensors.numpy import load_file
+
+    from qa.reader import Reader
+
+    lora = {"lora_rank": 4, "epochs": 2.0, "calibrate": False}
+    whole = tiny_config(tmp_path / "a", tiny_reader, **lora)
+    train_reader(whole, progress=False)
+
+    cut = tiny_config(tmp_path / "b", tiny_reader, **lora)
+    calls = {"n": 0}
+    real_batch = Features.batch
+
+    def interrupted(self: Features, *args: object, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Features, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cut, progress=False)
+    monkeypatch.setattr(Features, "batch", real_batch)
+    train_reader(TrainConfig(), progress=False, resume=cut.output_dir)
+    a = load_file(str(Path(whole.output_dir) / "checkpoint" / "adapter_model.safetensors"))
+    b = load_file(str(Path(cut.output_dir) / "checkpoint" / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in a) and any("qa_outputs" in k for k in a)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+    out = Path(whole.output_dir)
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_reader)
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {np.dtype("float16")}
+
+    # Loaded as any reader: merged once into the cache, then read on torch in float32.
+    cache = tmp_path / "cache"
+    reader = Reader(str(out), backend="torch", dtype="float32", cache=cache)
+    merged = Path(reader.model_name)
+    assert merged.is_relative_to(cache) and (merged / "config.json").is_file()
+    assert Reader(str(out), backend="torch", cache=cache).model_name == str(merged)  # cached, not merged again
+    question, context = "Which river flows through Basel?", "The Rhine flows through Basel and Strasbourg."
+    spans = reader.read([question], [context])[0]
+    assert spans and all(0 <= sp.start < sp.end <= len(context) for sp in spans)

@@ -69,14 +69,31 @@ def append_log(path: Path, record: dict[str, Any]) -> None:
         log.write(json.dumps(record) + "\n")
 
 
+def save_adapters(model: Any, out_dir: Path) -> None:
+    """A LoRA reader's trained part only (adapters and QA head) in float16, and its adapter config:
+    a few MB that `qa.base_models` merges onto the base when the reader is loaded."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = get_peft_model_state_dict(model)
+    half = {k: v.detach().to("cpu", dtype=torch.float16).contiguous() for k, v in state.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    model.peft_config["default"].save_pretrained(str(out_dir))
+
+
 def save_reader(
     model: Any, tokenizer: Any, out_dir: Path, settings: ReaderSettings, result: dict, cfg: TrainConfig
 ) -> None:
     """Write float16 safetensors, tokenizer and qa_reader.json; the settings file goes last."""
     import torch
 
-    half = copy.deepcopy(model).to("cpu", dtype=torch.float16)
-    half.save_pretrained(out_dir, safe_serialization=True)
+    if hasattr(model, "peft_config"):
+        save_adapters(model, out_dir)
+    else:
+        half = copy.deepcopy(model).to("cpu", dtype=torch.float16)
+        half.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     chosen = ReaderSettings(
         max_length=settings.max_length,

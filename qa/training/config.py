@@ -44,6 +44,14 @@ class TrainConfig:
     eager_attention: bool = True
     attention_dropout: float = 0.0
     freeze_word_embeddings: bool = True
+    # LoRA adapters of this rank on every linear layer, the QA head trained whole (peft); None: full
+    # fine-tune. A base-size encoder then trains a few MB instead of 109M parameters (model card).
+    lora_rank: int | None = None
+    lora_alpha: float | None = None  # None: twice the rank
+    lora_dropout: float = 0.05
+    # Calibrate the saved reader through the whole assistant at the end (needs faiss and bm25s;
+    # off for a run on a machine that has only the training packages).
+    calibrate: bool = True
     max_steps: int | None = None  # stop early (tests, smoke runs, pilots)
     max_train_questions: int | None = None
     max_val_questions: int | None = None

@@ -125,12 +125,31 @@ def build_features(
     )
 
 
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A name for what the tokenizer does (its vocabulary, normalizer, templates), wherever it was loaded from."""
+    # The parts that decide the ids, not the whole serialisation: that differs between versions of
+    # `tokenizers` (and carries the truncation state transformers sets per call).
+    raw = json.loads(tokenizer.backend_tokenizer.to_str())
+    parts = {k: raw.get(k) for k in ("normalizer", "pre_tokenizer", "post_processor")}
+    parts["vocab"] = sorted(tokenizer.get_vocab().items())
+    parts["model"] = (raw.get("model") or {}).get("type")
+    return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def features_key(cfg: TrainConfig, tokenizer_name: str) -> str:
-    """What the cached features depend on; a different key means tokenize again."""
-    files = []
-    for path in cfg.data:
-        st = Path(path).stat()
-        files.append([str(Path(path).resolve()), st.st_size, int(st.st_mtime)])
+    """What the cached features depend on; a different key means tokenize again.
+
+    The data files by name and content, not path or time, so features built on one machine are
+    reused by the same run on another (a stage on a new machine, or a GPU)."""
+    files = [[Path(path).name, Path(path).stat().st_size, file_digest(path)] for path in cfg.data]
     parts = [
         files,
         tokenizer_name,

@@ -27,7 +27,7 @@ from qa.training.checkpoints import (
 )
 from qa.training.config import TrainConfig
 from qa.training.data import KIND_ANSWER, KIND_MISSED, KIND_OTHER_PARAGRAPH, KIND_UNANSWERABLE, load_training_data
-from qa.training.features import Features, cached_features, epoch_batches
+from qa.training.features import Features, cached_features, epoch_batches, tokenizer_fingerprint
 from qa.training.schedule import Plan
 from qa.training.validation import calibrate_saved_reader, describe, validate
 
@@ -79,10 +79,12 @@ class Clock:
 
 
 def model_source(cfg: TrainConfig, checkpoint: Path | None) -> str:
-    """Where the weights start from: the checkpoint, a trained reader, the shipped one, or an encoder."""
+    """Where the weights start from: the checkpoint, a trained reader, the shipped one, or an encoder.
+
+    A LoRA run always starts from its base encoder; its checkpoint holds only the adapters."""
     from qa.loading import resolve_base_encoder, resolve_reader_model
 
-    if checkpoint is not None:
+    if checkpoint is not None and not cfg.lora_rank:
         return str(checkpoint)
     if cfg.base_model and Path(cfg.base_model).is_dir() and (Path(cfg.base_model) / READER_CONFIG).is_file():
         return cfg.base_model  # a trained reader (e.g. qa/models/reader): continue from it
@@ -91,8 +93,8 @@ def model_source(cfg: TrainConfig, checkpoint: Path | None) -> str:
     return resolve_base_encoder(cfg.base_model)
 
 
-def load_model(cfg: TrainConfig, source: str) -> tuple[Any, Any]:
-    """The tokenizer and the float32 QA model to train, set up for speed on a CPU."""
+def load_model(cfg: TrainConfig, source: str, adapters: Path | None = None) -> tuple[Any, Any]:
+    """The tokenizer and the float32 QA model to train (LoRA-wrapped when asked), set up for speed on a CPU."""
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -106,7 +108,34 @@ def load_model(cfg: TrainConfig, source: str) -> tuple[Any, Any]:
     )
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.lora_rank:
+        model = with_lora(model, cfg, adapters)
     return tokenizer, model
+
+
+def with_lora(model: Any, cfg: TrainConfig, adapters: Path | None) -> Any:
+    """LoRA adapters on every linear layer of the encoder and the QA head trained whole; `adapters`:
+    a checkpoint's, to continue."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from qa.base_models import MPNET_ID, is_mpnet
+
+    if adapters is not None:
+        return PeftModel.from_pretrained(model, str(adapters), is_trainable=True)
+    head = "qa_outputs"
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=sorted(linear - {head}),
+        modules_to_save=[head],
+    )
+    wrapped = get_peft_model(model, config)
+    # The base by its name, not this machine's path, so the adapters load wherever the base is.
+    wrapped.peft_config["default"].base_model_name_or_path = MPNET_ID if is_mpnet(cfg.base_model) else cfg.base_model
+    return wrapped
 
 
 def make_optimizer(model: Any, cfg: TrainConfig) -> tuple[list[Any], Any]:
@@ -161,7 +190,8 @@ class Trainer:
         from qa.loading import cpu_has_bf16
 
         checkpoint = self.out_dir / CHECKPOINT_DIR if saved is not None else None
-        self.tokenizer, self.model = load_model(self.cfg, model_source(self.cfg, checkpoint))
+        adapters = checkpoint if self.cfg.lora_rank else None
+        self.tokenizer, self.model = load_model(self.cfg, model_source(self.cfg, checkpoint), adapters)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
         use_bf16 = self.cfg.bf16
@@ -170,8 +200,9 @@ class Trainer:
         self.use_bf16 = use_bf16
         self.with_types = "token_type_ids" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id or 0
-        default_name = str(getattr(self.tokenizer, "name_or_path", ""))
-        self.tokenizer_name: str = saved["tokenizer"] if saved is not None else default_name
+        # The features' cache key: the tokenizer's content, not the path it was loaded from, so
+        # features built on one machine serve a run on another.
+        self.tokenizer_name: str = saved["tokenizer"] if saved is not None else tokenizer_fingerprint(self.tokenizer)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         """Continue where the checkpoint stopped: optimizer, schedule, position, best, random state."""
@@ -230,6 +261,8 @@ class Trainer:
             self.run_validation(s.step / self.steps_per_epoch)
         self.save_checkpoint()
         assert s.best is not None
+        if not self.cfg.calibrate:
+            return s.best
         return calibrate_saved_reader(self.out_dir, self.val, self.progress) or s.best
 
     def _train_epoch(self) -> bool:
