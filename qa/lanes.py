@@ -52,6 +52,7 @@ POLL_S = 0.5
 class _Waiter:
     bulk: bool
     since: float
+    thread: int
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -67,7 +68,6 @@ class ModelGate:
         self._lock = threading.Lock()
         self._holder: int | None = None
         self._waiting: list[_Waiter] = []
-        self._owner: dict[int, int] = {}  # id(waiter) -> the thread that waits on it
         self._mode = threading.local()
 
     @contextlib.contextmanager
@@ -92,14 +92,13 @@ class ModelGate:
         if self._holder == me:
             yield
             return
-        waiter = _Waiter(bulk, time.monotonic())
+        waiter = _Waiter(bulk, time.monotonic(), me)
         with self._lock:
             if self._holder is None and not self._waiting:
                 self._holder = me
                 waiter.ready.set()
             else:
                 self._waiting.append(waiter)
-                self._owner[id(waiter)] = me
         waiter.ready.wait()
         try:
             yield
@@ -113,7 +112,7 @@ class ModelGate:
                 self._holder = None
                 return
             self._waiting.remove(nxt)
-            self._holder = self._owner.pop(id(nxt))
+            self._holder = nxt.thread
             nxt.ready.set()  # handed over: nobody else can slip in between
 
     def _next(self) -> _Waiter | None:
