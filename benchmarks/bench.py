@@ -192,12 +192,13 @@ class BackendRun:
     dtype: str = ""
     embedder_backend: str = ""
     breakdown: Any = None  # stages.Breakdown
+    reader: str = ""  # as given to --reader-model, when several readers are measured
+    peaks: Any = None  # this reader's matmul peaks (stages.Peaks): its FLOP limit
 
     @property
     def label(self) -> str:
-        if self.wanted == "auto" and self.backend:
-            return f"auto={self.backend}"
-        return self.wanted
+        backend = f"auto={self.backend}" if self.wanted == "auto" and self.backend else self.wanted
+        return f"{self.reader} {backend}" if self.reader else backend
 
 
 def ours_span(result: Any) -> Span:
@@ -493,12 +494,11 @@ class Agreement:
 
 def answers_unchanged(runs: Sequence[BackendRun]) -> list[Agreement]:
     """Each backend's answers against the reference backend's (torch, the fallback), question by question."""
-    reference = next((r for r in runs if r.backend == REFERENCE_BACKEND), None)
-    if reference is None:
-        return []
     out = []
     for r in runs:
-        if r is reference:
+        # Within one reader: two readers are expected to answer differently.
+        reference = next((x for x in runs if x.backend == REFERENCE_BACKEND and x.reader == r.reader), None)
+        if reference is None or r is reference:
             continue
         pairs = list(zip(r.figures.answers, reference.figures.answers, strict=True))
         differ = [i for i, (a, b) in enumerate(pairs) if not a.same_text(b)]
@@ -572,13 +572,13 @@ def report(
     for r in runs:
         if r.breakdown is not None:
             lines.append("")
-            first, *rest = r.breakdown.lines(peaks)
-            lines += [f"stages, {first}", *rest]
-    found = [r.breakdown for r in runs if r.breakdown is not None]
-    if found:
+            first, *rest = r.breakdown.lines(r.peaks)
+            lines += [f"stages, {r.reader + ' ' if r.reader else ''}{first}", *rest]
+    for reader_peaks in dict.fromkeys(r.peaks for r in runs if r.breakdown is not None):
+        found = [r.breakdown for r in runs if r.breakdown is not None and r.peaks is reader_peaks]
         lines.append("")
-        lines.append(peaks.line())
-        lines += stages.fraction_lines(found, peaks)
+        lines.append(reader_peaks.line())
+        lines += stages.fraction_lines(found, reader_peaks)
 
     lines.append("")
     agreements = answers_unchanged(runs)
@@ -624,7 +624,7 @@ def table(runs: Sequence[BackendRun], hay: SystemFigures | None, peaks: Any) -> 
     lat = per(lambda r: ratio(r.figures.p50_ms, h and h.p50_ms))
     p95 = per(lambda r: ratio(r.figures.p95_ms, h and h.p95_ms))
     thr = per(lambda r: None if h is None else r.figures.throughput / h.throughput)
-    over = per(lambda r: _over_limit(r, peaks))
+    over = per(lambda r: _over_limit(r, r.peaks))
     blank = [""] * len(runs)
 
     def marks(values: list[Any], ok: Callable[[Any], bool]) -> list[str]:
@@ -729,7 +729,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="article-qa backends to measure, a comma list of onnx, torch, auto (default onnx,torch).",
     )
     parser.add_argument("--skip-haystack", action="store_true", help="Measure article-qa only.")
-    parser.add_argument("--reader-model", default=None, help="Reader folder [default: $QA_READER_MODEL, else shipped].")
+    parser.add_argument(
+        "--reader-model",
+        default=None,
+        help="Reader (v3, v2, a folder), or a comma list of them measured one after the other; Haystack runs the "
+        "first [default: $QA_READER_MODEL, else shipped].",
+    )
     parser.add_argument("--questions", type=Path, default=QUESTIONS, help="Questions file, one per line.")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="Also write the raw figures here.")
     args = parser.parse_args(argv)
@@ -741,7 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     questions_path = args.questions.resolve()
     questions = read_questions(questions_path)
-    reader = resolve_reader_model(args.reader_model)
+    names = [n.strip() for n in (args.reader_model or "").split(",") if n.strip()] or [None]
+    folders = {n: resolve_reader_model(n) for n in names}  # merges a LoRA reader once, before any timing
+    reader = folders[names[0]]
     embedder = resolve_embed_model()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     watch = CpuWatch()
@@ -756,17 +763,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Cold starts first, while this process is still small: a child's ru_maxrss starts from the RSS of
         # the process it was spawned from (Linux keeps the old mm's high-water mark across exec).
         parent_rss_mb = _self_peak_rss_mb()
-        colds = {b: bench_cold_start(seeds, index, questions[0], args.cold_runs, reader, b) for b in args.backends}
+        plan = [(n, b) for n in names for b in args.backends]
+        colds = {(n, b): bench_cold_start(seeds, index, questions[0], args.cold_runs, n, b) for n, b in plan}
         runs = []
-        for b in args.backends:
-            runs.append(bench_article_qa(seeds, index, questions, args.repeats, reader, b, colds[b]))
+        for n, b in plan:
+            run = bench_article_qa(seeds, index, questions, args.repeats, folders[n], b, colds[n, b])
+            run.reader = n if len(names) > 1 and n else ""
+            runs.append(run)
             gc.collect()  # one backend's models before the next loads
         bench_rss_mb = _self_peak_rss_mb()
 
     found = [r.breakdown for r in runs if r.breakdown is not None]
     tokens = round(sum(sum(b.windows) for b in found) / max(sum(b.questions for b in found), 1)) or 480
     log("matmul peak of this machine (in a fresh process: this one's thread pools were seen to lower it)")
-    peaks = fresh_matmul_peaks(reader, tokens)
+    by_folder = {f: fresh_matmul_peaks(f, tokens) for f in dict.fromkeys(folders.values())}
+    for r, (n, _b) in zip(runs, plan, strict=True):
+        r.peaks = by_folder[folders[n]]
+    peaks = by_folder[reader]
 
     hay: SystemFigures | None = None
     hay_note: str | None = None
@@ -808,7 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "questions": questions,
             "backends": [r.label for r in runs],
             "batch_questions": len(questions) * BATCH_COPIES,
-            "article_qa": {r.label: _raw_run(r, peaks) for r in runs},
+            "article_qa": {r.label: _raw_run(r, r.peaks) for r in runs},
             "haystack": _raw(hay) if hay else None,
             "matmul_peak": peaks.as_dict(),
             "answers_unchanged": [

@@ -153,9 +153,11 @@ def is_adapter_reader(path: str | Path) -> bool:
 
 
 def adapter_key(folder: Path) -> str:
-    """Changes whenever a file the merge is made from changes (sizes and contents of the small files)."""
+    """Changes whenever a file the merged weights are made from changes (the reading settings are
+    not among them: a new calibration must not cost a merge and an ONNX export)."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith((".md", ".png", ".jsonl"))):
+    skip = (".md", ".png", ".jsonl", *_READER_SIDE_FILES)
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(skip)):
         digest.update(f.name.encode())
         digest.update(_sha256(f).encode())
     return digest.hexdigest()[:16]
@@ -168,6 +170,7 @@ def merged_reader(folder: str | Path, cache: Path | None = None, log: Callable[[
     folder = Path(folder)
     target = (cache or cache_root()) / "merged" / f"{folder.name}-{adapter_key(folder)}"
     if (target / "config.json").is_file():
+        _sync_side_files(folder, target)
         return str(target)
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
@@ -195,10 +198,34 @@ def merged_reader(folder: str | Path, cache: Path | None = None, log: Callable[[
     return str(target)
 
 
+def _sync_side_files(folder: Path, target: Path) -> None:
+    """The merged folder reads with the reader's current settings and calibration."""
+    for name in _READER_SIDE_FILES:
+        src, dst = folder / name, target / name
+        try:
+            if not src.is_file():
+                dst.unlink(missing_ok=True)
+            elif not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                tmp = dst.with_name(f".{name}.{os.getpid()}")
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+        except OSError as exc:
+            raise ModelError(
+                f"cannot update the merged reader in {target} ({exc.strerror or exc}); set QA_CACHE_DIR to a "
+                "writable folder"
+            ) from exc
+
+
 def _merge(folder: Path, base: str, out: Path) -> None:
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelError(
+            f"the reader {folder} is LoRA adapters and merging them needs peft: pip install 'article-qa[mpnet]'"
+        ) from None
 
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)

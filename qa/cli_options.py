@@ -61,7 +61,7 @@ embed_option = setting_option(
     f"Sentence-transformers model, path or hub id [{{env}}; default {DEFAULT_EMBED_MODEL}, packaged].",
 )
 reader_option = setting_option(
-    "reader_model", "Extractive QA model, path or hub id [{env}; default the shipped reader]."
+    "reader_model", "Extractive QA model: v3 or v2 (the shipped ones), a path or a hub id [{env}; default shipped]."
 )
 backend_option = setting_option(
     "backend",

@@ -17,7 +17,11 @@ from pathlib import Path
 from qa.errors import ModelError
 from qa.settings import BACKENDS, DEFAULT_EMBED_MODEL, DEFAULT_READER_MODEL, ENV
 
-SHIPPED_READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+# The readers this project trained and ships, by name (`--reader-model v2`); `shipped` is the default one.
+SHIPPED_READERS = {"v2": MODELS_DIR / "reader", "v3": MODELS_DIR / "reader-v3"}
+SHIPPED_DEFAULT = "v2"
+SHIPPED_READER_DIR = SHIPPED_READERS[SHIPPED_DEFAULT]
 
 EMBED_MODEL_ENV = ENV["embed_model"]
 READER_MODEL_ENV = ENV["reader_model"]
@@ -72,13 +76,14 @@ def resolve_reader_model(name: str | None = None, cache: Path | None = None) -> 
     from qa.base_models import is_adapter_reader, merged_reader
 
     name = reader_model_name(name)
-    if name == DEFAULT_READER_MODEL:
-        if not (SHIPPED_READER_DIR / "config.json").is_file() and not is_adapter_reader(SHIPPED_READER_DIR):
+    if name == DEFAULT_READER_MODEL or name in SHIPPED_READERS:
+        folder = SHIPPED_READERS[SHIPPED_DEFAULT if name == DEFAULT_READER_MODEL else name]
+        if not (folder / "config.json").is_file() and not is_adapter_reader(folder):
             raise ModelError(
-                f"the shipped reader is missing from {SHIPPED_READER_DIR}; reinstall article-qa "
+                f"the shipped reader is missing from {folder}; reinstall article-qa "
                 f"or pass --reader-model PATH (or set {READER_MODEL_ENV})"
             )
-        path = str(SHIPPED_READER_DIR)
+        path = str(folder)
     elif is_adapter_reader(Path(name).expanduser()):
         path = str(Path(name).expanduser())
     else:

@@ -254,6 +254,11 @@ def test_a_lora_run_resumes_to_the_same_adapters_and_ships_only_them(
     merged = Path(reader.model_name)
     assert merged.is_relative_to(cache) and (merged / "config.json").is_file()
     assert Reader(str(out), backend="torch", cache=cache).model_name == str(merged)  # cached, not merged again
+    # New reading settings (a recalibration) are read from the merged copy without merging again.
+    settings = json.loads((out / "qa_reader.json").read_text())
+    (out / "qa_reader.json").write_text(json.dumps({**settings, "null_threshold": 1.5}))
+    assert Reader(str(out), backend="torch", cache=cache).settings.null_threshold == 1.5
+    assert Reader(str(out), backend="torch", cache=cache).model_name == str(merged)
     question, context = "Which river flows through Basel?", "The Rhine flows through Basel and Strasbourg."
     spans = reader.read([question], [context])[0]
     assert spans and all(0 <= sp.start < sp.end <= len(context) for sp in spans)

@@ -111,7 +111,8 @@ def save_reader(
             **result["metrics"],
         },
         "training": {k: v for k, v in asdict(cfg).items() if k not in {"command"}}
-        | {"val_articles": list(cfg.val_articles), "data": list(cfg.data)},
+        # Data files by name: the reader travels, the machine's paths do not.
+        | {"val_articles": list(cfg.val_articles), "data": [Path(d).name for d in cfg.data]},
         "command": cfg.command,
     }
     atomic_write_text(out_dir / READER_CONFIG, json.dumps(info, indent=2) + "\n", "--output-dir")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from qa.reader import ReaderSettings
@@ -65,6 +66,11 @@ class TrainConfig:
         """A checkpoint's config, continued in `output_dir`; keys this version does not know are dropped."""
         values = dict(raw)
         values["output_dir"] = output_dir
-        values["data"] = tuple(values["data"])
+        # A stage may continue on another machine: a data file recorded by name (or at a path that
+        # machine had) is the shared file of that name here.
+        values["data"] = tuple(
+            d if Path(d).is_file() or not (SHARED_SQUAD / Path(d).name).is_file() else str(SHARED_SQUAD / Path(d).name)
+            for d in values["data"]
+        )
         values["val_articles"] = tuple(values["val_articles"])
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.errors import InputError
 from qa.reader import READER_CONFIG, Reader, ReaderSettings
 from qa.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -117,9 +118,13 @@ def with_lora(model: Any, cfg: TrainConfig, adapters: Path | None) -> Any:
     """LoRA adapters on every linear layer of the encoder and the QA head trained whole; `adapters`:
     a checkpoint's, to continue."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
 
     from qa.base_models import MPNET_ID, is_mpnet
+
+    try:
+        from peft import LoraConfig, PeftModel, get_peft_model
+    except ImportError:
+        raise InputError("--lora-rank trains with peft: pip install 'article-qa[mpnet]'") from None
 
     if adapters is not None:
         return PeftModel.from_pretrained(model, str(adapters), is_trainable=True)
