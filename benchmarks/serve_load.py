@@ -234,14 +234,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(work: Path, log_path: Path, index_limit_s: float) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    work: Path, log_path: Path, index_limit_s: float, reader: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     seeds = work / "seeds"
     shutil.copytree(ROOT / "seeds", seeds)
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env["QA_MAX_INDEX_SECONDS"] = str(index_limit_s)
     cmd = [sys.executable, "-m", "qa.cli", "serve", "--port", str(port), "--seeds", str(seeds)]
-    cmd += ["--index-dir", str(work / "index")]
+    cmd += ["--index-dir", str(work / "index")] + (["--reader-model", reader] if reader else [])
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -278,6 +280,7 @@ def summary(run: Run, seconds: dict[str, float], args: argparse.Namespace) -> di
         "batch_questions": args.batch_questions,
         "article_bytes": args.article_bytes,
         "index_limit_s": args.index_limit_s,
+        "reader_model": args.reader_model or "shipped",
     }
     for name in ("baseline", "heavy"):
         asks = [o for o in run.outcomes if o.kind == "ask" and o.phase == name]
@@ -302,7 +305,7 @@ def summary(run: Run, seconds: dict[str, float], args: argparse.Namespace) -> di
 
 def report(s: dict[str, Any]) -> str:
     lines = [
-        f"CPU: {s['cpu']}; {s['visitors']} visitors asking (think time 2-4 s)",
+        f"CPU: {s['cpu']}; reader: {s['reader_model']}; {s['visitors']} visitors asking (think time 2-4 s)",
         "",
         "| phase | seconds | questions | p50 ms | p95 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|",
@@ -336,6 +339,9 @@ def main() -> None:
         help="the server's QA_MAX_INDEX_SECONDS: high by default, so that the paste is measured even on a "
         "machine slower than the default limit allows",
     )
+    parser.add_argument(
+        "--reader-model", help="the server's reader (qa serve --reader-model); default: the shipped one"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     questions = [
@@ -349,7 +355,7 @@ def main() -> None:
         batch_file.write_text("\n".join((questions * args.batch_questions)[: args.batch_questions]) + "\n", "utf-8")
         article = big_article(args.article_bytes)
         print(f"starting qa serve (log: {work / 'serve.log'})…", file=sys.stderr)
-        proc, url = start_server(work, work / "serve.log", args.index_limit_s)
+        proc, url = start_server(work, work / "serve.log", args.index_limit_s, args.reader_model)
         try:
             with httpx.Client(timeout=TIMEOUT_S) as client:  # the first questions pay for lazy loading
                 for q in questions[:5]:
