@@ -35,6 +35,7 @@ from qa.index import (
     load_index,
     read_manifest,
     reading,
+    stored_documents,
     write_generation,
     writing,
 )
@@ -159,6 +160,7 @@ class Assistant:
         self._given_retriever = retriever
         self._retriever: RetrieverLike | None = retriever
         self._seen: tuple[FileStamp, ...] = ()
+        self._use_stored = True  # take an unchanged web page's or PDF's text from the index
 
     # Read from the settings, never copied: one source for each setting (these two are public).
     @property
@@ -190,16 +192,39 @@ class Assistant:
         fitted on that folder's articles. Raises InputError for text that is empty, not UTF-8
         (a lone surrogate), binary (NUL characters) or over 1 MB.
         """
-        document = article_document(text, name)
+        return cls.from_document(
+            article_document(text, name), reader=reader, embedder=embedder, settings=settings, log=log
+        )
+
+    @classmethod
+    def from_document(
+        cls,
+        document: Document,
+        *,
+        reader: ReaderLike | None = None,
+        embedder: EmbedderLike | None = None,
+        settings: Settings | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Assistant:
+        """`from_text` for an article already read (`qa.documents.read_article`: a file, a web page,
+        a PDF, a URL), whose title, date and URL its citations then show."""
         return cls(settings=settings, reader=reader, embedder=embedder, log=log, documents=[document])
 
     # --- loading -------------------------------------------------------------------------
 
     @cached_property
     def documents(self) -> dict[str, Document]:
-        assert self.seeds is not None  # articles held in memory are set at construction
+        assert self.seeds is not None and self.index_dir is not None  # held in memory: set at construction
         self._seen = self._fingerprint()
-        return {d.doc_id: d for d in load_documents(self.seeds)}
+        # Web pages and PDFs the index already holds (same bytes) keep the text it was built from.
+        stored = stored_documents(self.index_dir) if self._use_stored and self.index_dir.is_dir() else {}
+        return {d.doc_id: d for d in load_documents(self.seeds, stored=stored, log=self.log)}
+
+    def _reload(self, stored: bool = True) -> None:
+        """Forget the loaded articles (and what depends on them); `stored`: reuse the index's extracted text."""
+        for name in ("documents", "_sentences"):
+            self.__dict__.pop(name, None)
+        self._use_stored = stored
 
     def _fingerprint(self) -> tuple[FileStamp, ...]:
         """What stat(2) says of every article file: cheap to compare before each question.
@@ -233,8 +258,7 @@ class Assistant:
         if self.seeds is None or "documents" not in self.__dict__ or self._fingerprint() == self._seen:
             return False
         self.log(f"Articles in {self.seeds} changed on disk; reloading them.")
-        for name in ("documents", "_sentences"):
-            self.__dict__.pop(name, None)
+        self._reload()
         self._index = None
         self._retriever = self._given_retriever
         return True
@@ -268,6 +292,8 @@ class Assistant:
             held = index_in_memory(docs, self.embedder, self.settings.chunk_size, self.settings.chunk_overlap, progress)
             self._use_index(held)
             return held, "the articles are held in memory"
+        if force:  # from scratch: web pages and PDFs are extracted again too (a newer extractor's text)
+            self._reload(stored=False)
         index, reason = (None, "--force was given") if force else self._up_to_date_index()
         if index is None:
             with writing(self.index_dir, self.log):
@@ -488,9 +514,12 @@ class Assistant:
 
     @property
     def min_confidence(self) -> float:
-        """The confidence an answer needs: the settings' (flag, QA_MIN_CONFIDENCE), else the calibration's."""
-        given = self.settings.min_confidence
-        return self.calibration.min_confidence if given is None else given
+        """The confidence an answer needs: the settings' (flag, QA_MIN_CONFIDENCE), else the calibration's
+        cut for the expected share of unanswerable questions (--expect-unanswerable), else its own."""
+        given, share = self.settings.min_confidence, self.settings.expect_unanswerable
+        if given is not None:
+            return given
+        return self.calibration.min_confidence if share is None else self.calibration.cut_for(share)
 
     def _min_confidence(self, given: float | None) -> float:
         return self.min_confidence if given is None else check_min_confidence(given)

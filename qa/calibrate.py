@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from qa.calibration import (
     CALIBRATION_FILE,
+    DEFAULT_EXPECT_UNANSWERABLE,
     RIGHT,
     Calibration,
     Observation,
     Report,
     calibrate,
+    grounded,
     provenance,
     reader_fingerprint,
 )
@@ -37,7 +39,9 @@ def observe(assistant: Any, gold: Sequence[Any], domain: str, progress: bool = F
     for g, r in zip(gold, results, strict=True):
         best = r.answer or r.closest
         f1 = score_one(g.answers, best.text)[1] if best is not None and g.answerable else 0.0
-        out.append(Observation(domain, g.question, g.answerable, r.features if best is not None else None, f1))
+        features = r.features if best is not None else None
+        on_topic = grounded(g.question, [p.chunk.text for p in r.passages])
+        out.append(Observation(domain, g.question, g.answerable, features, f1, on_topic))
     return out
 
 
@@ -70,9 +74,11 @@ def calibrate_assistant(
     progress: bool = True,
     command: str = "",
     log: Any = None,
+    expect_unanswerable: float | None = None,
 ) -> Report:
     """Observe the assistant on each gold set (its own articles) and, with `squad`, on SQuAD
-    articles indexed in a private temporary folder, then fit and measure (see `calibrate`)."""
+    articles indexed in a private temporary folder, then fit and measure (see `calibrate`; the
+    cut is chosen for `expect_unanswerable`, None: the mix asked)."""
     import tempfile
 
     from qa.assistant import Assistant
@@ -90,7 +96,7 @@ def calibrate_assistant(
         if log:
             log(f"Asking the {len(items)} questions of {name} over the articles in {assistant.seeds}.")
         observations += observe(assistant, items, name, progress)
-        data[name] = {"articles": str(assistant.seeds), **_counts(items)}
+        data[name] = {"articles": folder_name(assistant.seeds), **_counts(items)}
     if squad is not None:
         path, titles = squad
         with tempfile.TemporaryDirectory(prefix="qa-calibrate-") as tmp:
@@ -106,15 +112,35 @@ def calibrate_assistant(
             )
             other.__dict__["calibration"] = current  # the same rule decides there; features do not depend on it
             observations += observe(other, items, name, progress)
-            data[name] = {"file": str(path), "articles": list(titles or []), **_counts(items)}
+            data[name] = {"file": Path(path).name, "articles": list(titles or []), **_counts(items)}
     info = provenance(
         right=RIGHT,
         mode=f"the whole assistant: {assistant.retrieval} retrieval, {assistant.passages} passage(s) read",
         data=data,
         command=command,
     )
-    reader = {"name": assistant.reader.model_name, "fingerprint": reader_fingerprint(assistant.reader.model_name)}
-    return calibrate(current, observations, mode, info, reader)
+    name = assistant.reader.model_name
+    reader = {"name": model_label(name), "fingerprint": reader_fingerprint(name)}
+    return calibrate(current, observations, mode, info, reader, expect_unanswerable)
+
+
+def model_label(model: str) -> str:
+    """A model as a calibration records it: the shipped reader as "shipped", a local folder by its name,
+    a hub id as it is; never the absolute path of the machine that fitted it (the fingerprint, not the
+    name, says which reader a calibration belongs to)."""
+    from qa.loading import SHIPPED_READER_DIR
+
+    path = Path(model)
+    if not path.is_absolute() and not path.exists():
+        return model  # a hub id
+    if path.resolve() == SHIPPED_READER_DIR:
+        return "shipped"
+    return path.resolve().name
+
+
+def folder_name(folder: Path | None) -> str:
+    """An articles folder as a calibration records it: its name, not where it was on the machine."""
+    return Path(folder).resolve().name if folder is not None else ""
 
 
 def calibrate_to_file(
@@ -126,6 +152,7 @@ def calibrate_to_file(
     command: str = "",
     log: Callable[[str], None] | None = None,
     show: Callable[[str], None] = print,
+    expect_unanswerable: float | None = None,
 ) -> str:
     """`qa calibrate`: observe and fit (`calibrate_assistant`), `show` the report, and save the
     calibration to `out` (checked before the work; left as it was on any failure). Returns the
@@ -134,8 +161,11 @@ def calibrate_to_file(
     from qa.settings import ENV
 
     try:
-        assistant = Assistant(settings=settings, log=log)
-        report = calibrate_assistant(assistant, gold, squad, mode, command=command, log=log)
+        # The expected share picks this fit's cut; the calibration asked with may have no curve to read it from.
+        assistant = Assistant(settings=settings.with_(expect_unanswerable=None), log=log)
+        report = calibrate_assistant(
+            assistant, gold, squad, mode, command=command, log=log, expect_unanswerable=expect_unanswerable
+        )
         show(format_report(report, assistant.calibration))
         report.calibration.save(out)
     finally:
@@ -159,7 +189,20 @@ def format_report(report: Report, current: Calibration) -> str:
         lines.append(f"  {' ' * len(domain)}  after  {after.line()}")
     for domain, scores in report.transfer.items():
         lines.append(f"  fitted without {domain}, tested on it: {scores.line()}")
-    lines.append(f"min confidence {c.min_confidence:.3f} ({'; '.join(c.features)})")
+    asked = c.fitted.get("unanswerable_asked")
+    mix = "" if asked is None else f"{100 * asked:.0f}% of the questions asked were unanswerable; "
+    if report.reweighted:
+        r = report.reweighted
+        lines.append(
+            f"reweighted to {100 * r['share']:.0f}% unanswerable: F1 {100 * r['before']:.1f} before, "
+            f"{100 * r['after']:.1f} after (cross-validated)"
+        )
+        chosen = f"chosen for {100 * r['share']:.0f}% unanswerable questions ({mix.rstrip('; ')})"
+    else:
+        chosen = f"chosen for the mix asked ({mix.rstrip('; ')}; --expect-unanswerable SHARE picks another)"
+    lines.append(f"min confidence {c.min_confidence:.3f}, {chosen} ({'; '.join(c.features)})")
+    curve = ", ".join(f"{100 * s:.0f}%: {cut:.3f}" for s, cut in c.cuts if round(100 * s) % 10 == 0)
+    lines.append(f"  the F1-best min confidence by share of unanswerable questions: {curve}")
     return "\n".join(lines)
 
 
@@ -194,8 +237,8 @@ def calibrate_trained_reader(reader_dir: str | Path, examples: Sequence[Any], pr
                 data={"validation": {"articles": titles, **_counts(items)}},
                 command="qa train-reader (at the end)",
             )
-            reader = {"name": str(reader_dir), "fingerprint": reader_fingerprint(str(reader_dir))}
-        report = calibrate(own, observations, "full", info, reader)
+            reader = {"name": model_label(str(reader_dir)), "fingerprint": reader_fingerprint(str(reader_dir))}
+        report = calibrate(own, observations, "full", info, reader, DEFAULT_EXPECT_UNANSWERABLE)
         report.calibration.save(out)
         return report
     finally:

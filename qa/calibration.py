@@ -23,6 +23,7 @@ calibration (one feature, the gap), so there is one rule for answering either wa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -110,6 +111,53 @@ def candidate_features(question: str, span: SpanScores, passage: Passage, margin
     }
 
 
+# Words that carry no content of their own: a question made only of these (and of one-letter
+# tokens: "x", "?") asks nothing the article could answer.
+_FUNCTION_WORD_LIST = (
+    "a about above after again against all am an and any are as at be because been before being below "
+    "between both but by can could did do does doing done down during each "
+    "either else ever every few for from further get gets got had has have "
+    "having he her here hers herself him himself his how i if in into "
+    "is it its itself just let me might more most much must my myself "
+    "no nor not now of off on once only or other our ours ourselves "
+    "out over own please same shall she should so some such tell than that "
+    "the their theirs them themselves then there these they this those through to too "
+    "under until up upon us very was we were what whatever when where whether "
+    "which while who whom whose why will with within without would yes yet you "
+    "your yours yourself yourselves"
+)
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORD_LIST.split())
+KEY_CHARS = 5  # words match on their first five letters: "strikes" finds "strike", "Ukrainian" "Ukraine"
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")  # stripped first, so "cited" finds "citing"
+
+
+def _key(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)][:KEY_CHARS]
+    return word[:KEY_CHARS]
+
+
+def content_words(question: str) -> list[str]:
+    """The question's words that name something: not function words, not single letters."""
+    words = (w.lower() for w in _WORD.findall(question))
+    return [w for w in words if w not in _FUNCTION_WORDS and (len(w) > 1 or w.isdigit())]
+
+
+def grounded(question: str, texts: Sequence[str]) -> bool:
+    """Whether any content word of the question occurs in `texts` (compared on their first KEY_CHARS
+    letters once a common suffix is stripped: "cited" finds "citing", not "met" "meet").
+
+    A question with none ("x", "asdf", "what is it?") cannot be answered from those passages,
+    whatever the reader's logits say (it answered "x" at 0.54): the assistant abstains on it, with
+    no guess, before the calibration is consulted.
+    """
+    keys = {_key(w) for w in content_words(question)}
+    if not keys:
+        return False
+    return any(keys & {_key(w) for w in _WORD.findall(text.lower())} for text in texts)
+
+
 def sigmoid(z: float) -> float:
     if z < -60:
         return 0.0
@@ -130,6 +178,9 @@ class Calibration:
     min_confidence: float
     reader: dict[str, Any] = field(default_factory=dict)  # which reader it was fitted for
     fitted: dict[str, Any] = field(default_factory=dict)  # data, counts, mode, figures: provenance
+    # (share of unanswerable questions, the F1-best min confidence for it): the curve that
+    # `--expect-unanswerable SHARE` reads; empty in calibrations written before it was stored.
+    cuts: tuple[tuple[float, float], ...] = ()
     source: str = ""  # where it was loaded from (not saved)
 
     def logit(self, values: Mapping[str, float]) -> float:
@@ -144,6 +195,22 @@ class Calibration:
     def confident(self, probability: float, min_confidence: float | None = None) -> bool:
         """The abstention rule, in one place."""
         return probability >= (self.min_confidence if min_confidence is None else min_confidence)
+
+    def cut_for(self, share: float) -> float:
+        """The min confidence for questions of which `share` (0..1) are unanswerable, read from the
+        stored curve (linear between its points, its ends beyond them)."""
+        if not self.cuts:
+            raise InputError(
+                f"calibration {self.source or '(in use)'} stores no cuts by share of unanswerable questions; "
+                "refit it with qa calibrate, or give --min-confidence instead"
+            )
+        points = sorted(self.cuts)
+        if share <= points[0][0]:
+            return points[0][1]
+        for (s0, c0), (s1, c1) in itertools.pairwise(points):
+            if share <= s1:
+                return c0 + (c1 - c0) * (share - s0) / (s1 - s0)
+        return points[-1][1]
 
     @classmethod
     def from_reader_settings(cls, settings: ReaderRule) -> Calibration:
@@ -171,6 +238,7 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)
         raw.pop("source")
+        raw["cuts"] = [list(pair) for pair in self.cuts]
         return {"format_version": FORMAT_VERSION, "right": RIGHT, **raw}
 
     def save(self, out: OutputFile) -> None:
@@ -197,6 +265,7 @@ class Calibration:
             bias=float(raw["bias"]),
             min_confidence=float(raw["min_confidence"]),
             reader=dict(raw.get("reader") or {}),
+            cuts=tuple((float(a), float(b)) for a, b in raw.get("cuts") or ()),
             fitted=dict(raw.get("fitted") or {}),
             source=str(path),
         )
@@ -227,6 +296,13 @@ def _problem(raw: object) -> str | None:
     for key in ("reader", "fitted"):
         if key in raw and not isinstance(raw[key], dict):
             return f"'{key}' should be a JSON object"
+    cuts = raw.get("cuts", [])
+    if not isinstance(cuts, list) or not all(
+        isinstance(c, list) and len(c) == 2 and all(_number(v) and 0 <= v <= 1 for v in c) for c in cuts
+    ):
+        return "'cuts' should be a list of [share of unanswerable questions, min confidence] pairs, each 0..1"
+    if len({c[0] for c in cuts}) != len(cuts):
+        return "'cuts' should give each share of unanswerable questions once"
     return None
 
 
@@ -357,8 +433,9 @@ class Observation:
     domain: str
     question: str
     answerable: bool
-    features: dict[str, float] | None  # None: no candidate at all (it always abstains)
+    features: dict[str, float] | None  # None: no candidate, or not `grounded` (it always abstains)
     f1: float  # the best candidate's F1 against the gold (0 when unanswerable or no candidate)
+    grounded: bool = True  # False: no content word of the question was in the passages read
 
     @property
     def right(self) -> bool:
@@ -467,6 +544,57 @@ def domain_weights(observations: Sequence[Observation]) -> list[float]:
     return [n / (k * counts[o.domain]) for o in observations]
 
 
+# The shares of unanswerable questions the stored curve covers (SQuAD 2.0's is 38%).
+# The shipped calibrations are cut for one question in five that the article does not answer:
+# people mostly ask what an article says (see docs/calibration.md).
+DEFAULT_EXPECT_UNANSWERABLE = 0.2
+CURVE_SHARES = tuple(round(0.05 * i, 2) for i in range(13))
+
+
+def share_weights(observations: Sequence[Observation], share: float | None) -> list[float]:
+    """`domain_weights`, with each domain's unanswerable questions reweighted to `share` of its
+    weight (prior shift: the same questions, standing for a mix where that share is unanswerable).
+    None keeps the mix as asked; a domain with questions of one kind only keeps its weights."""
+    base = domain_weights(observations)
+    if share is None:
+        return base
+    kinds: dict[str, list[int]] = {}
+    for o in observations:
+        kinds.setdefault(o.domain, [0, 0])[o.answerable] += 1
+    out = []
+    for o, w in zip(observations, base, strict=True):
+        unanswerable, answerable = kinds[o.domain]
+        if not unanswerable or not answerable:
+            out.append(w)
+            continue
+        n = unanswerable + answerable
+        out.append(w * n * (1 - share) / answerable if o.answerable else w * n * share / unanswerable)
+    return out
+
+
+def cut_curve(
+    probs: Sequence[float | None], observations: Sequence[Observation], shares: Sequence[float] = CURVE_SHARES
+) -> tuple[tuple[float, float], ...]:
+    """The F1-best min confidence at each share of unanswerable questions (see `share_weights`)."""
+    return tuple((s, best_min_confidence(probs, observations, share_weights(observations, s))) for s in shares)
+
+
+def weighted_f1(
+    probs: Sequence[float | None],
+    observations: Sequence[Observation],
+    cut: float | Sequence[float],
+    weights: Sequence[float],
+) -> float:
+    """F1 (0..1) of answering at `cut` (one, or one per question), each question counted with its weight."""
+    cuts = [cut] * len(probs) if isinstance(cut, (int, float)) else list(cut)
+    total = weight = 0.0
+    for p, o, w, c in zip(probs, observations, weights, cuts, strict=True):
+        answered = p is not None and p >= c
+        f1 = (o.f1 if answered else 0.0) if o.answerable else float(not answered)
+        total, weight = total + w * f1, weight + w
+    return total / weight if weight else 0.0
+
+
 def _logistic(x: Any, y: Any, w: Any, l2: float) -> tuple[Any, float]:
     """Weighted L2-regularised logistic regression by Newton's method (IRLS); x is standardised."""
     import numpy as np
@@ -504,14 +632,24 @@ def best_min_confidence(
     return float(best_t)
 
 
+def with_cut(calibration: Calibration, observations: Sequence[Observation], share: float | None) -> Calibration:
+    """The calibration with its curve of cuts, and the min confidence that maximises F1 where `share`
+    of the questions are unanswerable (None: the observations' own mix, domains weighted equally)."""
+    probs = [None if o.features is None else calibration.probability(o.features) for o in observations]
+    cut = best_min_confidence(probs, observations, share_weights(observations, share))
+    return replace(calibration, min_confidence=cut, cuts=cut_curve(probs, observations))
+
+
 def fit(
     observations: Sequence[Observation],
     features: Sequence[str] = FEATURES,
     l2: float = 1.0,
     fitted: dict[str, Any] | None = None,
     reader: dict[str, Any] | None = None,
+    expect_unanswerable: float | None = None,
 ) -> Calibration:
-    """A calibrator over `features`, fitted on observations with candidates, domains weighted equally."""
+    """A calibrator over `features`, fitted on observations with candidates, domains weighted equally;
+    its cut chosen for `expect_unanswerable` (see `with_cut`)."""
     import numpy as np
 
     usable = [o for o in observations if o.features is not None]
@@ -519,7 +657,8 @@ def fit(
         raise InputError("no question got a candidate answer; nothing to calibrate on")
     x = np.array([[o.features[f] for f in features] for o in usable], dtype=np.float64)  # type: ignore[index]
     y = np.array([float(o.right) for o in usable])
-    w = np.array(domain_weights(usable))
+    # Weighted as the mix expected: the probabilities, not only the cut, are for that share of unanswerable questions.
+    w = np.array(share_weights(usable, expect_unanswerable))
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -534,12 +673,15 @@ def fit(
         reader=reader or {},
         fitted=fitted or {},
     )
-    weights = domain_weights(observations)
-    probs = [None if o.features is None else cal.probability(o.features) for o in observations]
-    return replace(cal, min_confidence=best_min_confidence(probs, observations, weights))
+    return with_cut(cal, observations, expect_unanswerable)
 
 
-def recalibrate(base: Calibration, observations: Sequence[Observation], fitted: dict[str, Any]) -> Calibration:
+def recalibrate(
+    base: Calibration,
+    observations: Sequence[Observation],
+    fitted: dict[str, Any],
+    expect_unanswerable: float | None = None,
+) -> Calibration:
     """Two numbers over an existing calibration's logit (Platt scaling), and the threshold: what a
     few dozen questions can support without overfitting."""
     import numpy as np
@@ -549,12 +691,12 @@ def recalibrate(base: Calibration, observations: Sequence[Observation], fitted: 
         raise InputError("no question got a candidate answer; nothing to calibrate on")
     z = np.array([[base.logit(o.features)] for o in usable])  # type: ignore[arg-type]
     y = np.array([float(o.right) for o in usable])
-    (a,), b = _logistic(z, y, np.ones(len(usable)), l2=0.1)
+    w = np.ones(len(usable)) if expect_unanswerable is None else np.array(share_weights(usable, expect_unanswerable))
+    (a,), b = _logistic(z, y, w, l2=0.1)
     if a <= 0:  # the data disagree with the base ordering; too few to learn a new one, keep its slope
-        a, b = 1.0, float(np.log((y.mean() + 1e-3) / (1 - y.mean() + 1e-3)))
-    cal = base.recalibrated(float(a), float(b), 0.5, fitted)
-    probs = [None if o.features is None else cal.probability(o.features) for o in observations]
-    return replace(cal, min_confidence=best_min_confidence(probs, observations, [1.0] * len(observations)))
+        rate = float((w * y).sum() / w.sum())
+        a, b = 1.0, float(np.log((rate + 1e-3) / (1 - rate + 1e-3)))
+    return with_cut(base.recalibrated(float(a), float(b), 0.5, fitted), observations, expect_unanswerable)
 
 
 def cross_validated(
@@ -600,6 +742,9 @@ class Report:
     after: Scores  # cross-validated: each question decided by a fit that never saw it
     by_domain: dict[str, tuple[Scores, Scores]] = field(default_factory=dict)
     transfer: dict[str, Scores] = field(default_factory=dict)  # fitted without the domain, scored on it
+    # With an expected share of unanswerable questions: F1 (0..1) on the questions reweighted to
+    # it (`share_weights`), before and after (cross-validated).
+    reweighted: dict[str, float] = field(default_factory=dict)
 
 
 MIN_QUESTIONS = 20
@@ -630,28 +775,45 @@ def calibrate(
     mode: str = "auto",
     provenance_: dict[str, Any] | None = None,
     reader: dict[str, Any] | None = None,
+    expect_unanswerable: float | None = None,
 ) -> Report:
-    """Fit a calibration on observations (see `fit` and `recalibrate`) and measure it against `current`."""
+    """Fit a calibration on observations (see `fit` and `recalibrate`) and measure it against `current`;
+    its cut is chosen for `expect_unanswerable` (None: the mix of the questions asked)."""
     usable = sum(o.features is not None for o in observations)
     if mode == "auto":
         mode = "full" if usable >= FULL_FIT_QUESTIONS else "recalibrate"
-    info = dict(provenance_ or {}, fit=mode)
+    asked = sum(not o.answerable for o in observations) / max(len(observations), 1)
+    info = dict(
+        provenance_ or {},
+        fit=mode,
+        expect_unanswerable=expect_unanswerable,
+        unanswerable_asked=round(asked, 4),
+    )
 
     def fitter(obs: Sequence[Observation]) -> Calibration:
         if mode == "full":
-            return fit(obs, fitted=info, reader=reader)
-        return recalibrate(current, obs, info)
+            return fit(obs, fitted=info, reader=reader, expect_unanswerable=expect_unanswerable)
+        return recalibrate(current, obs, info, expect_unanswerable)
 
     calibration = fitter(observations)
     if reader:
         calibration = replace(calibration, reader=reader)
     domains = sorted({o.domain for o in observations})
+    probs, cuts = cross_validated(observations, fitter)
     report = Report(
         calibration=calibration,
         mode=mode,
         before=score(current, observations),
-        after=score_cross_validated(observations, fitter),
+        after=score_probabilities(probs, observations, cuts),
     )
+    if expect_unanswerable is not None:
+        weights = share_weights(observations, expect_unanswerable)
+        now = [None if o.features is None else current.probability(o.features) for o in observations]
+        report.reweighted = {
+            "share": expect_unanswerable,
+            "before": weighted_f1(now, observations, current.min_confidence, weights),
+            "after": weighted_f1(probs, observations, cuts, weights),
+        }
     for d in domains:
         part = [o for o in observations if o.domain == d]
         report.by_domain[d] = (score(current, part), score_cross_validated(part, fitter))
@@ -661,5 +823,7 @@ def calibrate(
     figures = {"after_cross_validated": asdict(report.after), "before": asdict(report.before)}
     figures["by_domain"] = {d: {"before": asdict(b), "after": asdict(a)} for d, (b, a) in report.by_domain.items()}
     figures["leave_one_domain_out"] = {d: asdict(s) for d, s in report.transfer.items()}
+    if report.reweighted:
+        figures["reweighted_f1"] = report.reweighted
     calibration.fitted["figures"] = figures
     return report

@@ -83,7 +83,7 @@ def make_assistant(opts: dict[str, Any], article: Any = None) -> Any:
 
         return RayAssistant(ray_address, settings, article, timeout_s=ray_timeout, log=_err)
     if article is not None:
-        return Assistant.from_text(article.text, article.doc_id, settings=settings, log=_err)
+        return Assistant.from_document(article, settings=settings, log=_err)
     return Assistant(settings=settings, log=_err)
 
 
@@ -100,7 +100,7 @@ class QAGroup(click.Group):
 @click.group(cls=QAGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
-    """Ask questions about plain-text articles and get exact, cited answer spans."""
+    """Ask questions about articles (text, saved web pages, PDFs) and get exact, cited answer spans."""
 
 
 @cli.command("index")
@@ -138,29 +138,12 @@ def ask_cmd(question: str, top_k: int, doc_id: str | None, as_json: bool, articl
     Your own article: qa ask "Who designed the reading room?" --article notes.txt
     """
     from qa.assistant import check_question
+    from qa.display import format_result
 
     check_question(question)  # before loading anything
     document = read_article_option(article, opts)
     result = make_assistant(opts, document).ask(question, top_k=top_k, doc_id=doc_id)
     click.echo(json.dumps(result.to_dict(), ensure_ascii=False) if as_json else format_result(result))
-
-
-def format_result(result: Any) -> str:
-    lines = []
-    if not result.answers:
-        lines.append("The article does not say (no answer is confident enough).")
-        if result.passages:
-            p = result.passages[0].chunk
-            lines.append(f"Closest passage: {p.doc_id}, chunk {p.chunk_id}, characters {p.start}-{p.end}:")
-            snippet = " ".join(p.text[:300].split())  # one indented line, whatever the article's line breaks
-            lines.append(f"  {snippet}{'…' if len(p.text) > 300 else ''}")
-        return "\n".join(lines)
-    for n, a in enumerate(result.answers, 1):
-        prefix = "Answer" if len(result.answers) == 1 else f"Answer {n}"
-        lines.append(f"{prefix}: {a.text}")
-        lines.append(f"  confidence {a.score:.2f} · {a.doc_id}, chunk {a.chunk_id}, characters {a.start}-{a.end}")
-        lines.append(f"  “{a.sentence}”")
-    return "\n".join(lines)
 
 
 @cli.command("batch")
@@ -253,7 +236,8 @@ def calibrate_cmd(
     out = OutputFile(out_path or settings.index_dir / CALIBRATION_FILE, "--out", inputs=[*gold_paths, squad or ""])
     squad_articles = (squad, split_titles(articles)) if squad else None
     command = " ".join(["qa", *_argv()])
-    _err(calibrate_to_file(settings, gold, squad_articles, mode, out, command, log=_err, show=click.echo))
+    share = settings.expect_unanswerable
+    _err(calibrate_to_file(settings, gold, squad_articles, mode, out, command, _err, click.echo, share))
 
 
 @cli.command("serve")

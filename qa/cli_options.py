@@ -99,6 +99,13 @@ assistant_options = applied(
             "0..1 [{env}; default chosen by the calibration].",
             metavar="P",
         ),
+        setting_option(
+            "expect_unanswerable",
+            "The share of questions you expect the articles not to answer, 0..1: the min confidence is the "
+            "calibration's F1-best one for that share (qa calibrate: the share its cut is chosen for) "
+            "[{env}; default: the calibration's own, chosen for 0.2].",
+            metavar="SHARE",
+        ),
     )
 )
 
@@ -108,8 +115,9 @@ def article_option(f: Callable) -> Callable:
         "--article",
         default=None,
         metavar="FILE",
-        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, or - for standard input), "
-        "indexed in memory: the seeds and index folders are neither read nor written.",
+        help="Answer over this one article instead (a UTF-8 text file up to 1 MB, a saved web page or PDF, "
+        "an http(s) URL, or - for standard input), indexed in memory: the seeds and index folders are neither "
+        "read nor written.",
     )(f)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qa.calibration import MARGIN_CAP, Calibration, candidate_features
+from qa.calibration import MARGIN_CAP, Calibration, candidate_features, grounded
 from qa.chunking import sentence_at
 from qa.reader import Span
 from qa.types import Answer, Document, Passage
@@ -23,9 +23,10 @@ from qa.types import Answer, Document, Passage
 @dataclass(frozen=True)
 class Decoded:
     answers: list[Answer]  # confident answers, best first (empty: abstain)
-    closest: Answer | None  # the best span when it was not confident enough
+    closest: Answer | None  # the best guess: the best span when it was not confident enough
     best_gap: float  # the best span's gap (-inf when no passage had a candidate)
     features: dict[str, float] | None = None  # the best span's calibration features
+    grounded: bool = True  # False: no content word of the question is in the passages read
 
 
 def decode(
@@ -38,7 +39,12 @@ def decode(
     min_confidence: float | None = None,
 ) -> Decoded:
     """The best span wins; each kept answer's score is the calibrated probability that it is right,
-    and the assistant answers only when the best one's reaches `min_confidence`."""
+    and the assistant answers only when the best one's reaches `min_confidence`.
+
+    A question none of whose content words is in the passages read (`grounded`: "x", "asdf")
+    gets no answer and no guess, whatever the reader scored."""
+    if candidates and not grounded(question, list({id(p): p.chunk.text for _, p in candidates}.values())):
+        return Decoded([], None, max(s.gap for s, _ in candidates), grounded=False)
     kept: list[tuple[Span, Passage, int, int]] = []
     for span, passage in sorted(candidates, key=lambda c: -c[0].gap):
         start, end = passage.chunk.start + span.start, passage.chunk.start + span.end
@@ -88,6 +94,9 @@ def make_answer(
         sentence=doc.text[s_start:s_end],
         sentence_start=s_start,
         sentence_end=s_end,
+        title=doc.title,
+        date=doc.date,
+        url=doc.url,
     )
 
 

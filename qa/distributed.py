@@ -37,7 +37,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -348,7 +348,7 @@ class AnswerActor(PartActor):
             # one (an article edited since) is an error here, not a second writer.
             self.assistant = Assistant(settings=settings, auto_index=False)
         else:
-            self.assistant = Assistant.from_text(article["text"], article["name"], settings=settings)
+            self.assistant = Assistant.from_document(Document(**article), settings=settings)
 
     def work(self, part: dict[str, Any]) -> list[Result]:
         return self.assistant.ask_many(
@@ -373,7 +373,7 @@ class EmbedActor(PartActor):
 
 
 def _config(settings: Settings, article: Document | None = None) -> dict[str, Any]:
-    held = None if article is None else {"text": article.text, "name": article.doc_id}
+    held = None if article is None else asdict(article)
     return {"settings": plain_settings(settings), "article": held, "cwd": os.getcwd()}
 
 

@@ -184,9 +184,10 @@ def make_record(item: GoldItem, result: Result, documents: dict[str, Document]) 
     if best is not None:
         details.update(start=best.start, end=best.end, score=round(best.score, 4), doc_id=best.doc_id)
         details["chunk_id"] = best.chunk_id
-    elif result.closest is not None:
-        # The span it would have given: tells a threshold miss from a reader miss.
-        details.update(closest=result.closest.text, closest_score=round(result.closest.score, 4))
+    elif result.guess is not None:
+        # The best guess it showed (never scored as an answer): tells a threshold miss from a reader miss.
+        g = result.guess
+        details.update(guess=g.text, guess_score=round(g.score, 4), guess_start=g.start, guess_end=g.end)
     if item.tags:
         details["tags"] = item.tags
     candidate = best or result.closest
@@ -199,7 +200,11 @@ def make_record(item: GoldItem, result: Result, documents: dict[str, Document]) 
         abstained=result.abstained,
         em=float(em),
         f1=float(f1),
-        citations=[citation_ok(documents, a.doc_id, a.start, a.end, a.text) for a in result.answers],
+        # Every span it shows is checked, the best guess too.
+        citations=[
+            citation_ok(documents, a.doc_id, a.start, a.end, a.text)
+            for a in [*result.answers, *([result.guess] if result.guess is not None else [])]
+        ],
         retrieved=[(p.chunk.doc_id, p.chunk.chunk_id) for p in result.passages],
         gold_rank=gold_rank([p.chunk.text for p in result.passages], item.answers) if item.answerable else None,
         seconds=result.seconds,

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.batch import answer_items, detect_format, parse_questions, write_records
-from qa.documents import MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, too_big
+from qa.documents import KINDS, MAX_ARTICLE_BYTES, SUFFIXES, article_document, article_from_bytes, read_cap, too_big
 from qa.errors import InputError, QAError
+from qa.extraction import too_big_source
 from qa.files import decode_bytes
 from qa.limits import check_batch_count, check_batch_size, check_top_k
 from qa.settings import check_min_confidence
@@ -37,6 +38,7 @@ UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
 # Visitors' own articles held at once (each up to 1 MB of text plus its vectors, ~10 MB at the cap).
 MAX_SESSION_ARTICLES = 32
 PASTED_NAME = "pasted.txt"
+PASTED_HTML = "pasted.html"
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
 _MD_LIST_START = re.compile(r"^(\s*)(?:([-+])|(\d+)([.)]))(?=\s)")
@@ -137,6 +139,9 @@ class AskView:
     passages: list[list[Any]] = field(default_factory=list)
     abstained: bool = False
     result: dict[str, Any] | None = None  # Result.to_dict(), as `qa ask --json` prints it
+    # When it abstained: the best guess, its confidence, its citation and the passage it comes
+    # from (Markdown the page shows greyed, apart from the answer's place); "" when there is none.
+    guess: str = ""
 
 
 def render_result(documents: dict[str, Document], result: Result) -> AskView:
@@ -146,21 +151,30 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
     best = result.answer
     if best is None:
         top = result.passages[0].chunk.doc_id if result.passages else None
-        return AskView(
-            status=(
+        if result.guess is None:
+            status = (
                 "### The article does not say.\n"
-                "No answer in the article is confident enough, so none is given. "
-                "The closest passages are listed below."
-            ),
+                "Nothing in the passages closest to the question answers it. They are listed below."
+            )
+        else:
+            status = (
+                "### The article does not say clearly.\n"
+                "No answer in the article is confident enough, so none is given; the best guess is "
+                "below, with the passage it comes from. The closest passages are listed below."
+            )
+        return AskView(
+            status=status,
             highlight=highlight_value(documents[top], None) if top else None,
             highlight_label=f"The article ({top}): nothing highlighted" if top else "The article",
             passages=passages,
             abstained=True,
             result=result.to_dict(),
+            guess=guess_markdown(documents, result),
         )
+    source = f" · {md_escape(best.source())}" if best.source() else ""  # a page's or PDF's title, date, URL
     citation = (
         f"> {sentence_markdown(best)}\n\n"
-        f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}"
+        f"**{md_escape(best.doc_id)}** · chunk {best.chunk_id} · characters {best.start}-{best.end}{source}"
     )
     return AskView(
         status=f"### {md_escape(best.text)}\nconfidence **{best.score:.2f}**",
@@ -171,6 +185,26 @@ def render_result(documents: dict[str, Document], result: Result) -> AskView:
         passages=passages,
         result=result.to_dict(),
     )
+
+
+def guess_markdown(documents: dict[str, Document], result: Result) -> str:
+    """The best guess below the min confidence: never shown as an answer, always with its confidence,
+    its exact place, its sentence and the passage it comes from."""
+    g = result.guess
+    if g is None:
+        return ""
+    if documents[g.doc_id].text[g.start : g.end] != g.text:
+        raise RuntimeError(f"guess offsets {g.start}-{g.end} do not match its text in {g.doc_id}")
+    lines = [
+        f"**Best guess** (confidence {g.score:.2f}; not an answer): {md_escape(g.text)}",
+        f"{md_escape(g.doc_id)} · chunk {g.chunk_id} · characters {g.start}-{g.end}",
+        f"> {sentence_markdown(g)}",
+    ]
+    at = [p for p in result.passages if (p.chunk.doc_id, p.chunk.chunk_id) == (g.doc_id, g.chunk_id)]
+    if at:
+        c = at[0].chunk
+        lines.append(f"Closest passage (characters {c.start}-{c.end}):\n\n> {md_escape(c.text)}")
+    return "\n\n".join(lines)
 
 
 def parse_min_confidence(value: object) -> float | None:
@@ -391,22 +425,29 @@ def asking_markdown(own: str | None) -> str:
 
 
 def read_article_upload(upload: object, uploaded: Callable[[object], bool] | None) -> Document:
-    """An uploaded .txt/.md article, checked as `qa ask --article` checks its file; only real uploads."""
+    """An uploaded article (.txt/.md, or a saved web page or PDF, extracted), checked as `qa ask
+    --article` checks its file; only real uploads."""
     found = upload_path(upload)
     if found is None:
-        raise InputError("paste an article or upload a .txt or .md file first")
+        raise InputError(f"paste an article or upload a {KINDS} file first")
     path, name = found
     check_uploaded(path, uploaded)
     name = Path(name).name
     if Path(name).suffix.lower() not in SUFFIXES:
-        raise InputError(f"{name} is not a .txt or .md file; upload the article as plain UTF-8 text")
+        raise InputError(f"{name} is not a {KINDS} file; upload the article as text, a saved web page or a PDF")
     try:
-        if path.stat().st_size > MAX_ARTICLE_BYTES:
-            raise too_big(name)
+        size = path.stat().st_size
+        if size > read_cap(name):
+            raise too_big(name) if read_cap(name) == MAX_ARTICLE_BYTES else too_big_source(name, size)
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
     return article_from_bytes(raw, name)
+
+
+def looks_like_html(text: str | None) -> bool:
+    head = (text or "").lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html"))
 
 
 def use_article_handler(
@@ -427,6 +468,9 @@ def use_article_handler(
             raise InputError("this page keeps your article per browser tab; reload the page and add it again")
         if upload_path(upload) is not None:
             document = read_article_upload(upload, uploaded)
+        elif looks_like_html(text):
+            # A page's source pasted (view-source, copy): its article, as if the page were uploaded.
+            document = article_from_bytes((text or "").encode("utf-8", "surrogatepass"), PASTED_HTML)
         else:
             document = article_document(text or "", PASTED_NAME)
         own = (index or (lambda d: index_article(server, d)))(document)
@@ -453,9 +497,8 @@ def index_article(server: Assistant, document: Document, embedder: Any = None) -
     `embedder`), so that its first question is as quick as the server's."""
     from qa.assistant import Assistant
 
-    own = Assistant.from_text(
-        document.text,
-        document.doc_id,
+    own = Assistant.from_document(
+        document,
         reader=server.reader,
         embedder=embedder if embedder is not None else server.embedder,
         settings=server.settings,

@@ -4,6 +4,9 @@ Layout of `index/`:
     manifest.json          the current generation, embedding model, dimension, chunk
                            settings, every document's sha256, package version
     <generation>/vectors.faiss, <generation>/chunks.jsonl, <generation>/bm25/ (`qa.bm25`)
+    <generation>/documents.jsonl   the text extracted from each web page and PDF (with its sha256,
+                           title, date and URL): the article its chunks are slices of, so an
+                           unchanged file is not extracted again and its offsets never move
 
 A build writes a new generation folder, then replaces manifest.json atomically (os.replace);
 a crash at any point leaves the previous manifest pointing at the previous, intact files.
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from qa.bm25 import BM25
 from qa.chunking import chunk_documents
 from qa.errors import IndexStoreError
+from qa.extraction import is_extracted
 from qa.files import atomic_write_text
 from qa.types import Chunk, Document
 from qa.version import package_version
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
+DOCUMENTS = "documents.jsonl"
 WRITER_LOCK = ".lock"
 FORMAT_VERSION = 1
 
@@ -368,13 +373,13 @@ def index_in_memory(
     return Index(manifest, chunks, faiss_index, None)
 
 
-def write_generation(folder: Path, *args: Any, **kwargs: Any) -> Index:
+def write_generation(folder: Path, docs: list[Document], *args: Any, **kwargs: Any) -> Index:
     """Build the index in memory (`index_in_memory(...)`, with the same arguments: the articles, the
     embedder, the chunk size and overlap, `progress`, the `previous` index), write it as a new
     generation, then switch the manifest to it atomically. The caller holds `writing(folder)`."""
     import faiss
 
-    built = index_in_memory(*args, **kwargs)
+    built = index_in_memory(docs, *args, **kwargs)
     manifest, chunks = built.manifest, built.chunks
     staging: Path | None = None
     try:
@@ -384,6 +389,10 @@ def write_generation(folder: Path, *args: Any, **kwargs: Any) -> Index:
         with (staging / "chunks.jsonl").open("w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
+        with (staging / DOCUMENTS).open("w", encoding="utf-8") as f:
+            for d in docs:
+                if is_extracted(d.doc_id):
+                    f.write(json.dumps(_stored(d), ensure_ascii=False) + "\n")
         faiss.write_index(built.faiss_index, str(staging / "vectors.faiss"))
         # BM25 is stored with the vectors, so no process rebuilds it at warm-up.
         BM25.build([c.text for c in chunks]).save(staging / BM25_DIR)
@@ -412,6 +421,30 @@ def write_generation(folder: Path, *args: Any, **kwargs: Any) -> Index:
             raise
         _remove_old_generations(folder, keep=manifest.generation, previous=old.generation if old else None)
     return replace(built, path=folder / manifest.generation)
+
+
+def _stored(doc: Document) -> dict[str, Any]:
+    return {k: v for k, v in asdict(doc).items() if k != "path"}
+
+
+def stored_documents(folder: Path) -> dict[str, Document]:
+    """The articles extracted from web pages and PDFs that the current index was built from, by doc id
+    (their `path` is empty). Nothing when there is no index or it cannot be read: they are extracted again."""
+    out: dict[str, Document] = {}
+    with reading(folder):
+        try:
+            manifest = read_manifest(folder)
+            if manifest is None:
+                return out
+            text = (folder / manifest.generation / DOCUMENTS).read_text(encoding="utf-8")
+            for line in text.split("\n"):
+                if line:
+                    doc = Document(path="", **json.loads(line))
+                    if isinstance(doc.text, str) and isinstance(doc.sha256, str):
+                        out[doc.doc_id] = doc
+        except (OSError, ValueError, TypeError, IndexStoreError):
+            return {}
+    return out
 
 
 def read_manifest_quietly(folder: Path) -> Manifest | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from qa.assistant import MAX_QUESTION_CHARS
 from qa.documents import ARTICLE_CAP
 from qa.errors import InputError
+from qa.extraction import SOURCE_CAP
 from qa.upload_guard import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("qa.web")
@@ -43,7 +44,11 @@ LIMITS: list[tuple[str, str, str]] = [
     ("top-k (answers per question)", f"1 to {MAX_TOP_K}", "Settings slider, `/ask`, `/batch`"),
     ("questions file", f"{MAX_BATCH_BYTES // (1024 * 1024)} MB", "Batch tab, `/batch`"),
     ("questions in one file", f"{MAX_BATCH_QUESTIONS:,}", "Batch tab, `/batch`"),
-    ("pasted or uploaded article", ARTICLE_CAP, "Your article tab"),
+    (
+        "pasted or uploaded article",
+        f"{ARTICLE_CAP} of text ({SOURCE_CAP} for a web page or PDF file)",
+        "Your article tab",
+    ),
     (
         "time to index an article",
         f"{MAX_INDEX_SECONDS:g} s (estimated first; `{INDEX_SECONDS_ENV}`)",

@@ -52,6 +52,7 @@ ENV = {
     "cache_dir": "QA_CACHE_DIR",
     "calibration": "QA_CALIBRATION",
     "min_confidence": "QA_MIN_CONFIDENCE",
+    "expect_unanswerable": "QA_EXPECT_UNANSWERABLE",
 }
 
 
@@ -88,6 +89,9 @@ class Settings:
     calibration: Path | None = None
     # Answer only when P(answer is right) reaches this; None: the calibration's own choice.
     min_confidence: float | None = None
+    # The share of questions expected to be unanswerable: the min confidence is then read from the
+    # calibration's stored curve for that share (`qa calibrate`: the share its cut is chosen for).
+    expect_unanswerable: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", Path(self.seeds))  # str paths from callers (or Ray) too
@@ -98,6 +102,13 @@ class Settings:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.min_confidence is not None:
             object.__setattr__(self, "min_confidence", check_min_confidence(self.min_confidence))
+        if self.expect_unanswerable is not None:
+            object.__setattr__(self, "expect_unanswerable", check_share(self.expect_unanswerable))
+            if self.min_confidence is not None:
+                raise InputError(
+                    "give either a min confidence or an expected share of unanswerable questions, not both "
+                    f"(--min-confidence/{ENV['min_confidence']}, --expect-unanswerable/{ENV['expect_unanswerable']})"
+                )
         check_retrieval(self.retrieval)
         if not isinstance(self.passages, int) or isinstance(self.passages, bool) or self.passages < 1:
             raise InputError(f"passages must be a whole number of at least 1, got {self.passages!r}")
@@ -138,6 +149,8 @@ def _from_env(name: str, raw: str) -> Any:
             raise InputError(f"{ENV[name]} must be a whole number, got {raw!r}") from exc
     if name == "min_confidence":
         return check_min_confidence(raw, ENV[name])
+    if name == "expect_unanswerable":
+        return check_share(raw, ENV[name])
     if name == "backend":
         if raw.lower() not in BACKENDS:
             raise InputError(f"{ENV[name]} must be one of {', '.join(BACKENDS)}, got {raw!r}")
@@ -158,6 +171,19 @@ def check_min_confidence(value: object, source: str = "min confidence") -> float
         raise InputError(f"{source} must be a number from 0 to 1, got {value!r}") from exc
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise InputError(f"{source} must be a number from 0 to 1, got {value!r}")
+    return number
+
+
+def check_share(value: object, source: str = "expected share of unanswerable questions") -> float:
+    """A share from 0 to 1 (exclusive of 1: a mix with no answerable question has nothing to answer)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{source} must be a number from 0 to below 1 (0.2: one question in five), got {value!r}"
+        ) from exc
+    if not math.isfinite(number) or not 0.0 <= number < 1.0:
+        raise InputError(f"{source} must be a number from 0 to below 1 (0.2: one question in five), got {value!r}")
     return number
 
 

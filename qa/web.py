@@ -25,6 +25,7 @@ from qa.assistant import check_doc_id, check_question
 from qa.batch import answer_items
 from qa.documents import ARTICLE_CAP
 from qa.errors import InputError, QAError
+from qa.extraction import MAX_SOURCE_BYTES, SOURCE_CAP
 from qa.handlers import (
     ALL_ARTICLES,
     ANSWER_LABEL,
@@ -107,12 +108,16 @@ CSS = """
   background: #fde047; color: #111; border-radius: 2px; box-shadow: 0 0 0 1px #fde047;
 }
 #status h3 { margin: 0.2rem 0; }
+/* The best guess when it abstains: greyed, so that it never reads as an answer. */
+#guess, #guess * { color: #6b7280 !important; }
+#guess blockquote { border-left-color: #d1d5db !important; }
 """
 
 INTRO = """\
 # Ask the article
 Answers are exact spans of the article, with their citation: the span is highlighted where it
-stands in the text. When no answer is confident enough, the page says so rather than guess.
+stands in the text. When no answer is confident enough, the page says so, and shows its best
+guess greyed, with its confidence and the passage it comes from — never as an answer.
 """
 
 CONFIDENCE_HELP = (
@@ -128,7 +133,8 @@ The table and the downloads have the same columns as `qa batch`.
 """
 
 OWN_HELP = """\
-Paste an article, or upload one as a **.txt** or **.md** file (UTF-8, up to {cap}), and click
+Paste an article, or upload one as a **.txt** or **.md** file (UTF-8, up to {cap}), a saved web page
+(**.html**) or a **.pdf** (up to {source_cap}; its article's text is what you ask), and click
 *Use this article* (an uploaded file is used when there is one). It is indexed in memory for this
 browser tab only: other visitors keep asking the server's articles, nothing is saved on the server,
 and it is dropped when you close the tab or click *Use the server's articles*. The *Ask* and
@@ -296,6 +302,7 @@ def _ask_tab(page: SimpleNamespace, examples: list[str]) -> None:
             gr.Examples(examples, inputs=[page.question], label="Examples (click one, then Ask)")
         page.status = gr.Markdown(elem_id="status")
         page.citation = gr.Markdown(elem_id="citation")
+        page.guess = gr.Markdown(visible=False, elem_id="guess")
         page.article = gr.HighlightedText(
             label="The article",
             show_legend=False,
@@ -323,7 +330,7 @@ def _batch_tab(page: SimpleNamespace) -> None:
             interactive=False,
             wrap=True,
             # Fit all of `qa batch`'s columns on screen; the long ones wrap.
-            column_widths=["5%", "17%", "12%", "6%", "6%", "7%", "11%", "6%", "19%", "11%"],
+            column_widths=["4%", "14%", "10%", "4%", "4%", "5%", "8%", "4%", "15%", "8%", "4%", "4%", "5%", "6%", "5%"],
             elem_id="batch-table",
         )
         page.downloads = gr.File(
@@ -333,7 +340,7 @@ def _batch_tab(page: SimpleNamespace) -> None:
 
 def _own_tab(page: SimpleNamespace) -> None:
     with gr.Tab("Your article", id="own"):
-        gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP))
+        gr.Markdown(OWN_HELP.format(cap=ARTICLE_CAP, source_cap=SOURCE_CAP))
         page.own_text = gr.Textbox(
             label="Paste an article",
             placeholder="Paste the article's text here",
@@ -342,7 +349,7 @@ def _own_tab(page: SimpleNamespace) -> None:
             elem_id="own-text",
         )
         page.own_upload = gr.File(
-            label=f"…or upload one (.txt or .md, UTF-8, up to {ARTICLE_CAP})",
+            label=f"…or upload one (.txt or .md up to {ARTICLE_CAP}; .html or .pdf up to {SOURCE_CAP})",
             type="filepath",
             elem_id="own-upload",
         )
@@ -359,6 +366,7 @@ def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles
         return (
             view.status,
             view.citation,
+            gr.update(value=view.guess, visible=bool(view.guess)),
             gr.update(value=view.highlight, label=view.highlight_label, visible=view.highlight is not None),
             gr.update(visible=bool(view.others)),
             answers_markdown(view.others),
@@ -374,6 +382,7 @@ def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles
         outputs=[
             page.status,
             page.citation,
+            page.guess,
             page.article,
             page.others_box,
             page.others,
@@ -533,7 +542,7 @@ def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int, lanes: L
             server_port=port,
             prevent_thread_lock=True,
             show_error=False,
-            max_file_size=MAX_BATCH_BYTES,
+            max_file_size=max(MAX_BATCH_BYTES, MAX_SOURCE_BYTES),  # each tab checks its own cap
             css=CSS,
             footer_links=["api"],
             quiet=True,  # Gradio's own banner suggests share links; say where the page is instead

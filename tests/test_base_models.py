@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from qa import base_models
 from qa.base_models import MPNET_ID, MPNET_MODEL_SHA256, mpnet_base, mpnet_pieces, resolve_base
 from qa.errors import ModelError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_missing_piece_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,12 +56,35 @@ def test_the_hub_id_passes_through_where_the_hub_answers_and_other_names_are_not
 
 
 @pytest.mark.slow
-def test_the_installed_pieces_join_into_the_pinned_base_once(tmp_path: Path) -> None:
-    folder = Path(mpnet_base(tmp_path))
+def test_the_installed_pieces_join_into_the_pinned_base_once() -> None:
+    from qa.onnx_models import cache_root
+
+    cache = cache_root()  # the session's test cache: reader v3's test below reuses the join
+    folder = Path(mpnet_base(cache))
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert digest == MPNET_MODEL_SHA256
     assert json.loads((folder / "config.json").read_text())["model_type"] == "mpnet"
     marker = (folder / "joined.json").stat().st_mtime_ns
-    assert mpnet_base(tmp_path) == folder and (folder / "joined.json").stat().st_mtime_ns == marker  # not joined again
-    assert resolve_base("mpnet", lambda: True, tmp_path) == str(folder)  # the alias never needs the hub
-    assert not list((tmp_path / "bases").glob(".*"))  # no work folders left behind
+    assert mpnet_base(cache) == folder and (folder / "joined.json").stat().st_mtime_ns == marker  # not joined again
+    assert resolve_base("mpnet", lambda: True, cache) == str(folder)  # the alias never needs the hub
+    assert not list((cache / "bases").glob(".*"))  # no work folders left behind
+
+
+@pytest.mark.slow
+def test_reader_v3_answers_the_bundled_article_with_an_exact_citation() -> None:
+    """The shipped LoRA reader as a user asks it: joined base, adapters merged once, read on torch."""
+    question = "Who devised the process for evaluating long-range strike requests?"
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "ask", question, "--reader-model", "v3", "--backend", "torch", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert not result["abstained"] and result["error"] is None
+    best = result["answers"][0]
+    text = (ROOT / "seeds" / best["doc_id"]).read_text(encoding="utf-8")
+    assert text[best["start"] : best["end"]] == best["text"] and "Colby" in best["text"]
+    assert "Traceback" not in done.stderr

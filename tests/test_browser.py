@@ -218,7 +218,13 @@ def test_the_minimum_confidence_slider_decides_whether_to_answer(page: Any, assi
     number.fill("1")
     number.press("Enter")
     status = ask(page, ANSWERABLE, "does not say")  # no answer is certain to be right
-    assert "does not say" in status
+    assert "does not say clearly" in status and expected.text not in status
+    # The best guess is shown apart, greyed, with its confidence and the passage it comes from.
+    page.wait_for_selector("#guess :text('Best guess')")
+    guess = page.locator("#guess").inner_text()
+    assert expected.text in guess and "confidence" in guess and "Closest passage" in guess
+    grey = page.locator("#guess p").first.evaluate("e => getComputedStyle(e).color")
+    assert grey == "rgb(107, 114, 128)", grey
     number.fill("0")
     number.press("Enter")
     status = ask(page, ANSWERABLE, expected.text)
@@ -330,3 +336,45 @@ def test_indexing_a_longer_article_shows_its_progress(page: Any) -> None:
     page.wait_for_function("() => document.body.innerText.includes('Embedding pasted.txt')")
     page.wait_for_function(SAYS, arg=["#own-status", "Using your article pasted.txt"])
     assert "chunks" in page.locator("#own-status").inner_text()
+
+
+@pytest.mark.parametrize("kind", ["html", "pdf"])
+def test_an_uploaded_web_page_or_pdf_is_asked_in_its_extracted_text(
+    page: Any, assistant: Any, tmp_path: Path, kind: str
+) -> None:
+    """The page shows the article extracted from the upload, and highlights the answer at its offsets."""
+    from sample_files import PDF_PARAGRAPHS, news_page, text_pdf
+
+    from qa.assistant import Assistant
+    from qa.documents import read_article
+
+    path = tmp_path / f"story.{kind}"
+    path.write_bytes(news_page() if kind == "html" else text_pdf(PDF_PARAGRAPHS))
+    document = read_article(path)  # what the server extracts from the same bytes
+    question = "Who led the repairs of the harbour bridge?" if kind == "html" else "Who proposed the late opening?"
+    own = Assistant.from_document(
+        document, reader=assistant.reader, embedder=assistant.embedder, settings=assistant.settings
+    )
+    expected = own.ask(question, min_confidence=0.0).answer
+    assert expected is not None and document.text[expected.start : expected.end] == expected.text
+
+    page.get_by_role("tab", name="Your article").click()
+    page.locator("#own-upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f"#own-upload [aria-label='story.{kind}']")
+    use_article(page, f"Using your article story.{kind}")
+    page.get_by_text("Settings", exact=True).click()
+    number = page.locator("#min-confidence input[type=number]")
+    number.fill("0")
+    number.press("Enter")
+    page.get_by_role("tab", name="Ask").click()
+    status = ask(page, question, expected.text)
+    assert status.splitlines()[0].strip() == expected.text
+    page.wait_for_selector("#article .token.highlighted .text")
+    shown = page.evaluate(READ_ARTICLE)
+    assert shown["text"] == document.text, "the page shows the extracted article, not the file's bytes"
+    assert "<" not in shown["text"] and "%PDF" not in shown["text"]
+    assert shown["highlighted"] == [[expected.start, expected.end]]
+    citation = page.locator("#citation").inner_text()
+    assert f"characters {expected.start}-{expected.end}" in citation and f"story.{kind}" in citation
+    if document.title:
+        assert document.title in citation  # the page's or PDF's title travels with the citation

@@ -39,7 +39,7 @@ CASES = {
     "Who devised the process?": ("Eldridge Colby", 6.0, ["Eldridge Colby"]),
     "Who holds the authority?": ("Pete Hegses", 5.5, ["Pete Hegses"]),
     "Where did Trump meet Putin?": ("Alaska", 5.0, ["Alaska"]),
-    "When did they meet?": ("August 15th", 4.5, ["August 15th"]),
+    "When did Trump and Putin meet?": ("August 15th", 4.5, ["August 15th"]),
     "What flew over the base?": ("B-2A Spirit", 4.0, ["B-2A Spirit"]),
     "Which newspaper reported it?": ("Wall Street Journal", 6.5, ["The Wall Street Journal"]),
     "Who was cited?": ("unnamed US official", 3.5, ["an unnamed US official"]),
@@ -126,7 +126,7 @@ def test_calibrating_the_pipeline_on_tiny_data_with_fakes(tmp_path: Path) -> Non
     cal = report.calibration
     assert report.after.f1 > report.before.f1  # cross-validated, so no question judged by a fit that saw it
     assert cal.fitted["data"]["mine"] == {
-        "articles": str(assistant.seeds),
+        "articles": "seeds",  # the folder by name, not where it was on the machine that fitted it
         "questions": 24,
         "answerable": 16,
         "unanswerable": 8,
@@ -151,7 +151,8 @@ def test_min_confidence_is_the_line_between_answering_and_not(tmp_path: Path) ->
     closest = assistant.ask(q, min_confidence=1.0).closest
     assert closest is not None and closest.text == "Eldridge Colby"
     records = assistant.ask_many(list(CASES), min_confidence=0.0)
-    assert all(r.answer is not None for r in records)
+    # Every question with a word in the article is answered at 0; the World Cup one has none.
+    assert [r.question for r in records if r.answer is None] == ["Who won the 2018 World Cup?"]
     for bad in (-0.1, 1.5, "high", float("nan")):
         with pytest.raises(InputError, match="from 0 to 1"):
             assistant.ask(q, min_confidence=bad)  # type: ignore[arg-type]
@@ -244,3 +245,147 @@ def test_observations_skip_questions_with_no_candidate(tmp_path: Path) -> None:
         from qa.calibration import check_gold_counts
 
         check_gold_counts(gold(cases))  # 13 questions
+
+
+# --- the cut for an expected share of unanswerable questions -------------------------------------
+
+
+def synthetic(domain: str, n_answerable: int, n_unanswerable: int, seed: int) -> list[Observation]:
+    """Answerable questions score gaps around 2 (right), unanswerable ones around -1: overlapping."""
+    rng = random.Random(seed)
+    out = [Observation(domain, f"q{i}", True, {"gap": rng.gauss(2.0, 1.5)}, 1.0) for i in range(n_answerable)]
+    out += [Observation(domain, f"u{i}", False, {"gap": rng.gauss(-1.0, 1.5)}, 0.0) for i in range(n_unanswerable)]
+    return out
+
+
+GAP_ONLY = Calibration(("gap",), (0.0,), (1.0,), (1.0,), 0.0, 0.5)
+
+
+def test_share_weights_give_each_domain_the_share_asked_for() -> None:
+    from qa.calibration import share_weights
+
+    obs = synthetic("wiki", 60, 40, 1) + synthetic("news", 20, 5, 2)
+    for share in (0.0, 0.2, 0.38):
+        w = share_weights(obs, share)
+        for domain in ("wiki", "news"):
+            mine = [(o, x) for o, x in zip(obs, w, strict=True) if o.domain == domain]
+            total = sum(x for _, x in mine)
+            assert total == pytest.approx(len(obs) / 2)  # each domain weighs the same in total
+            assert sum(x for o, x in mine if not o.answerable) / total == pytest.approx(share)
+    assert share_weights(obs, None) == pytest.approx(
+        [len(obs) / (2 * (100 if o.domain == "wiki" else 25)) for o in obs]
+    )
+
+
+def test_the_cut_falls_with_the_share_of_unanswerable_questions() -> None:
+    from qa.calibration import cut_curve, share_weights, weighted_f1, with_cut
+
+    obs = synthetic("wiki", 300, 200, 3) + synthetic("news", 80, 20, 4)
+    probs = [GAP_ONLY.probability(o.features or {}) for o in obs]
+    curve = dict(cut_curve(probs, obs))
+    assert curve[0.1] <= curve[0.2] <= curve[0.4]
+    assert curve[0.2] < curve[0.4]  # fewer unanswerable questions: answer more
+    assert curve[0.0] <= min(p for p, o in zip(probs, obs, strict=True) if o.answerable) + 1e-9  # answer all
+    cal = with_cut(GAP_ONLY, obs, 0.2)
+    assert cal.min_confidence == pytest.approx(curve[0.2]) and dict(cal.cuts) == curve
+    # The cut chosen for a share is the best one for that share: no cut on the curve beats it there.
+    weights = share_weights(obs, 0.2)
+    best = weighted_f1(probs, obs, cal.min_confidence, weights)
+    assert all(weighted_f1(probs, obs, c, weights) <= best + 1e-12 for c in curve.values())
+    # Between the stored shares the cut is read off the curve linearly.
+    assert cal.cut_for(0.225) == pytest.approx((curve[0.2] + curve[0.25]) / 2)
+    assert cal.cut_for(0.99) == curve[0.6]
+
+
+def test_fitting_for_a_share_stores_the_curve_and_it_round_trips(tmp_path: Path) -> None:
+    from qa.files import OutputFile
+
+    obs = synthetic("wiki", 300, 200, 5) + synthetic("news", 80, 20, 6)
+    natural = fit(obs, ("gap",))
+    fifth = fit(obs, ("gap",), expect_unanswerable=0.2)
+    assert fifth.min_confidence < natural.min_confidence  # 20% unanswerable vs the 31% asked here
+    assert fifth.min_confidence == pytest.approx(fifth.cut_for(0.2)) and len(fifth.cuts) == 13
+    path = tmp_path / CALIBRATION_FILE
+    fifth.save(OutputFile(path))
+    back = Calibration.load(path)
+    assert back.cuts == fifth.cuts and back.cut_for(0.2) == pytest.approx(fifth.min_confidence)
+    raw = json.loads(path.read_text())
+    for damage in ({**raw, "cuts": [[0.2]]}, {**raw, "cuts": [[0.2, 1.5]]}, {**raw, "cuts": [[0.2, 0.1], [0.2, 0.3]]}):
+        path.write_text(json.dumps(damage))
+        with pytest.raises(ModelError, match=r"damaged.*cuts"):
+            Calibration.load(path)
+
+
+def test_expect_unanswerable_reads_the_cut_off_the_curve(tmp_path: Path) -> None:
+    from qa.settings import Settings
+
+    obs = synthetic("wiki", 300, 200, 7)
+    cal = fit(obs, ("gap",), expect_unanswerable=0.2)
+    assistant = make(tmp_path)
+    assistant.__dict__["calibration"] = cal
+    assert assistant.min_confidence == cal.min_confidence
+    assistant.settings = assistant.settings.with_(expect_unanswerable=0.05)
+    assert assistant.min_confidence == pytest.approx(cal.cut_for(0.05)) and cal.cut_for(0.05) < cal.min_confidence
+    assistant.__dict__["calibration"] = GAP_ONLY  # written before the curve was stored
+    with pytest.raises(InputError, match="stores no cuts") as err:
+        _ = assistant.min_confidence
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="not both"):
+        Settings(min_confidence=0.3, expect_unanswerable=0.2)
+    for bad in (1.0, -0.1, "some", float("nan")):
+        with pytest.raises(InputError, match="from 0 to below 1"):
+            Settings(expect_unanswerable=bad)  # type: ignore[arg-type]
+
+
+def test_calibrating_for_a_share_with_fakes(tmp_path: Path) -> None:
+    from qa.calibrate import format_report
+
+    assistant = make(tmp_path)
+    report = calibrate_assistant(
+        assistant, {"mine": gold() * 2}, mode="recalibrate", progress=False, expect_unanswerable=0.1
+    )
+    cal = report.calibration
+    assert cal.fitted["expect_unanswerable"] == 0.1
+    assert cal.fitted["unanswerable_asked"] == round(8 / 24, 4)
+    assert cal.min_confidence == pytest.approx(cal.cut_for(0.1))
+    assert set(report.reweighted) == {"share", "before", "after"}
+    text = format_report(report, assistant.calibration)
+    assert "chosen for 10% unanswerable questions" in text and "reweighted to 10% unanswerable" in text
+
+
+@pytest.mark.parametrize("value", ["1", "-0.2", "most", "nan"])
+def test_a_bad_expected_share_is_one_line(value: str) -> None:
+    one_line_error(qa({}, "ask", "Who?", "--expect-unanswerable", value), "from 0 to below 1")
+    one_line_error(qa({"QA_EXPECT_UNANSWERABLE": value}, "ask", "Who?"), "QA_EXPECT_UNANSWERABLE")
+
+
+def test_min_confidence_and_expected_share_together_is_one_line() -> None:
+    one_line_error(qa({}, "ask", "Who?", "--expect-unanswerable", "0.2", "--min-confidence", "0.3"), "not both")
+
+
+def test_qa_calibrate_for_a_share_then_ask_for_another(place: dict[str, str], tmp_path: Path) -> None:
+    """The real CLI with the tiny random reader: the cut is chosen for the share given, and ask
+    reads another share's off the stored curve."""
+    out = tmp_path / "cal.json"
+    done = qa(
+        place, "calibrate", str(write_gold(tmp_path / "g.jsonl", 16, 8)), "--expect-unanswerable", "0.2", "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "chosen for 20% unanswerable questions" in done.stdout.decode()
+    cal = Calibration.load(out)
+    assert cal.fitted["expect_unanswerable"] == 0.2 and cal.min_confidence == pytest.approx(cal.cut_for(0.2))
+    asked = qa(
+        place, "ask", "Who devised the process?", "--json", "--calibration", str(out), "--expect-unanswerable", "0"
+    )
+    assert asked.returncode == 0, asked.stderr
+
+
+def test_a_calibration_records_names_not_the_machine_s_paths(tmp_path: Path) -> None:
+    from qa.calibrate import folder_name, model_label
+    from qa.loading import SHIPPED_READER_DIR
+
+    assert model_label(str(SHIPPED_READER_DIR)) == "shipped"
+    (tmp_path / "my-reader").mkdir()
+    assert model_label(str(tmp_path / "my-reader")) == "my-reader"
+    assert model_label("deepset/roberta-base-squad2") == "deepset/roberta-base-squad2"  # a hub id as it is
+    assert folder_name(tmp_path / "seeds") == "seeds"

@@ -87,6 +87,11 @@ def test_batch_formats_keep_input_order_and_ids(env: dict[str, str], tmp_path: P
             "doc_id",
             "chunk_id",
             "sentence",
+            "guess",
+            "guess_start",
+            "guess_end",
+            "guess_score",
+            "guess_doc_id",
             "error",
         ]
 

@@ -48,6 +48,21 @@ def test_unanswerable_questions_abstain(assistant, question: str) -> None:
     assert result.passages, "an abstention still shows the closest passages"
 
 
+@pytest.mark.parametrize("question", ["x", "asdf", "What is it?"])
+def test_nonsense_abstains_with_no_guess(assistant, question: str) -> None:
+    # The shipped reader answered "x" at confidence 0.54: no word of it is in the article.
+    result = assistant.ask(question, min_confidence=0.0)
+    assert result.abstained and result.guess is None, result.closest
+
+
+def test_an_unsure_answer_is_an_exact_guess_not_an_answer(assistant) -> None:
+    result = assistant.ask(ANSWERABLE[0][0], min_confidence=1.0)
+    assert result.abstained and result.answer is None
+    g = result.guess
+    assert g is not None and "Colby" in g.text and 0.0 < g.score < 1.0
+    assert assistant.documents[g.doc_id].text[g.start : g.end] == g.text
+
+
 def test_ask_many_matches_ask_and_keeps_order(assistant) -> None:
     questions = [q for q, _ in ANSWERABLE] + UNANSWERABLE
     many = assistant.ask_many(questions)

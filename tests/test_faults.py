@@ -152,8 +152,8 @@ def test_a_read_only_index_is_read_without_a_lock_file(tmp_path: Path) -> None:
     (tmp_path / "index").chmod(0o555)
     try:
         answered = Assistant(
-            seeds, tmp_path / "index", reader=FakeReader({"When?": "March"}), embedder=FakeEmbedder()
-        ).ask("When?")
+            seeds, tmp_path / "index", reader=FakeReader({"When was the launch?": "March"}), embedder=FakeEmbedder()
+        ).ask("When was the launch?")
     finally:
         (tmp_path / "index").chmod(0o755)
     assert answered.answer is not None and answered.answer.text == "March"

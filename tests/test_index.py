@@ -137,7 +137,7 @@ def test_document_errors(tmp_path: Path) -> None:
     with pytest.raises(DocumentError, match="does not exist"):
         load_documents(tmp_path / "missing")
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(DocumentError, match=r"no \.txt or \.md"):
+    with pytest.raises(DocumentError, match=r"no \.txt, \.md, \.html or \.pdf"):
         load_documents(tmp_path / "empty_dir")
     write(tmp_path / "blank", "a.txt", "  \n ")
     with pytest.raises(DocumentError, match="is empty"):

@@ -235,7 +235,8 @@ def test_an_uploaded_article_goes_through_the_upload_check(
         ("", "image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8"),
         ("", "zeros.txt", b"text\x00\x00\x00 and more", "binary"),
         ("", "big.txt", b"x" * (MAX_ARTICLE_BYTES + 1), "larger than 1 MB"),
-        ("", "slides.pdf", b"%PDF-1.4", "not a .txt or .md file"),
+        ("", "slides.pdf", b"%PDF-1.4", "slides.pdf is a broken PDF"),
+        ("", "slides.pptx", b"PK\x03\x04", "not a .txt, .md, .html or .pdf file"),
     ],
 )
 def test_a_bad_article_is_one_line_and_keeps_the_one_in_use(

@@ -458,14 +458,19 @@ def hold(lane: Lane, release: threading.Event) -> None:
         release.wait(30)
 
 
-def test_a_batch_file_over_the_size_limit_is_refused(server: tuple[str, Assistant], tmp_path: Path) -> None:
+def test_a_batch_file_over_the_size_limit_is_refused(
+    server: tuple[str, Assistant], load: ModuleType, tmp_path: Path
+) -> None:
     from qa.limits import MAX_BATCH_BYTES
 
     url, assistant = server
     big = tmp_path / "big.txt"
     big.write_text(("Who met? " * 100 + "\n") * (MAX_BATCH_BYTES // 900 + 1), encoding="utf-8")
-    with big.open("rb") as f:
-        response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.txt", f)}, timeout=60)
-    assert response.status_code == 413, response.text
-    status = batch_handler(assistant, str(big), 1, None).status  # the page's handler, for a file it was handed
-    assert "larger than 2 MB" in status and "qa batch" in status
+    # The upload route takes files up to the largest tab's cap (a PDF article's); /batch checks its own.
+    with httpx.Client(timeout=60) as raw:
+        response = raw.post(f"{url}gradio_api/call/batch", json={"data": [load.upload(raw, url, big), 1, None]})
+    assert response.status_code == 400
+    line = response.json()["error"]
+    assert "larger than 2 MB" in line and "qa batch" in line and "\n" not in line
+    status = batch_handler(assistant, str(big), 1, None).status  # the page's handler
+    assert status.replace("\\", "") == f"**Cannot answer:** {line}"
