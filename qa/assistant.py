@@ -71,6 +71,12 @@ def check_question(question: object) -> str:
     return q
 
 
+def check_doc_id(doc_id: str | None, documents: dict[str, Document]) -> None:
+    """An article choice must name one of the articles (None: all of them)."""
+    if doc_id is not None and doc_id not in documents:
+        raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(documents))}")
+
+
 def check_chunks(index: Index, documents: dict[str, Document]) -> None:
     """Every chunk must still be the slice of its article it claims to be, or citations would lie."""
     for c in index.chunks:
@@ -442,8 +448,7 @@ class Assistant:
     def _answer(
         self, questions: list[str], top_k: int, doc_id: str | None, min_confidence: float | None
     ) -> list[Result]:
-        if doc_id is not None and doc_id not in self.documents:
-            raise InputError(f"no article {doc_id!r}; choose one of: {', '.join(sorted(self.documents))}")
+        check_doc_id(doc_id, self.documents)
         self.refresh()
         self.warm_up()  # so that `seconds` measures answering, not the first-use loading
         started = time.perf_counter()

@@ -22,6 +22,7 @@ from qa.documents import KINDS, MAX_ARTICLE_BYTES, SUFFIXES, article_document, a
 from qa.errors import InputError, QAError
 from qa.extraction import too_big_source
 from qa.files import decode_bytes
+from qa.limits import check_batch_count, check_batch_size, check_top_k
 from qa.settings import PORT_ENV, check_min_confidence
 from qa.types import RECORD_FIELDS, Answer, Document, Result
 from qa.upload_guard import NOT_UPLOADED
@@ -33,10 +34,6 @@ log = logging.getLogger("qa.web")
 
 ALL_ARTICLES = "All articles"
 ANSWER_LABEL = "answer"
-MAX_TOP_K = 5
-# The page is shared by everyone who opens it; one upload must not hold the model for long.
-MAX_BATCH_QUESTIONS = 1000
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
 # Visitors' own articles held at once (each up to 1 MB of text plus its vectors, ~10 MB at the cap).
 MAX_SESSION_ARTICLES = 32
@@ -65,16 +62,9 @@ def unexpected_message(exc: BaseException) -> str:
     return f"**Something went wrong** ({md_escape(type(exc).__name__)}); please try again."
 
 
-def parse_top_k(top_k: object, limit: int | None = MAX_TOP_K) -> int:
-    """Gradio sliders and API clients send numbers as floats or strings; only whole numbers count."""
-    wanted = f"a whole number from 1 to {limit}" if limit else "a whole number of at least 1"
-    try:
-        value = float(top_k)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"top-k must be {wanted}, got {top_k!r}") from exc
-    if not value.is_integer() or value < 1 or (limit is not None and value > limit):
-        raise InputError(f"top-k must be {wanted}, got {top_k!r}")
-    return int(value)
+def parse_top_k(top_k: object) -> int:
+    """The page's and the API's top-k, within the server's bound (qa.limits)."""
+    return check_top_k(top_k)
 
 
 def resolve_doc(doc: str | None) -> str | None:
@@ -290,19 +280,15 @@ def read_upload(path: Path, name: str) -> list[Any]:
         )
     fmt = detect_format(name)
     try:
+        check_batch_size(name, path.stat().st_size)  # before reading it
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the upload {name} ({exc.strerror}); upload it again") from exc
-    if len(raw) > MAX_UPLOAD_BYTES:
-        raise InputError(f"{name} is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB; split it, or use qa batch")
+    check_batch_size(name, len(raw))
     items = parse_questions(decode_bytes(raw), fmt)
     if not items:
         raise InputError(f"{name} has no questions in it")
-    if len(items) > MAX_BATCH_QUESTIONS:
-        raise InputError(
-            f"{name} has {len(items)} questions; the page answers at most {MAX_BATCH_QUESTIONS} at once "
-            "(use qa batch for more)"
-        )
+    check_batch_count(name, len(items))
     return items
 
 
@@ -353,14 +339,16 @@ def batch_handler(
     out_dir: Path | None = None,
     uploaded: Callable[[object], bool] | None = None,
     min_confidence: object = None,
+    answer: Callable[..., list[dict[str, Any]]] = answer_items,
 ) -> BatchView:
     """Answer an uploaded questions file; a bad row keeps its place with an error, a bad file gets a message.
 
     With `uploaded`, only files it accepts are read (the server passes its record of uploads).
+    `answer` is `qa.batch.answer_items` or one that runs it the server's way (`qa.lanes.sliced`).
     """
     try:
         items, name = read_checked_upload(upload, uploaded, "upload a .csv, .jsonl or .txt file of questions first")
-        records = answer_items(
+        records = answer(
             assistant,
             items,
             top_k=parse_top_k(top_k),
@@ -471,11 +459,11 @@ def use_article_handler(
     upload: object = None,
     current: str | None = None,
     uploaded: Callable[[object], bool] | None = None,
+    index: Callable[[Document], Assistant] | None = None,
 ) -> ArticleView:
     """Index the visitor's article (the uploaded file if there is one, else the pasted text) in memory,
-    for this session only, with the server's loaded models; a bad one leaves `current` in use."""
-    from qa.assistant import Assistant
-
+    for this session only, with the server's loaded models; a bad one leaves `current` in use.
+    `index` indexes the checked article (the server's bounded way, `qa.web`); by default, at once."""
     try:
         if not session:
             raise InputError("this page keeps your article per browser tab; reload the page and add it again")
@@ -486,14 +474,7 @@ def use_article_handler(
             document = article_from_bytes((text or "").encode("utf-8", "surrogatepass"), PASTED_HTML)
         else:
             document = article_document(text or "", PASTED_NAME)
-        own = Assistant.from_document(
-            document,
-            reader=server.reader,
-            embedder=server.embedder,
-            settings=server.settings,
-            log=server.log,
-        )
-        own.warm_up()  # index it now, so that its first question is as quick as the server's
+        own = (index or (lambda d: index_article(server, d)))(document)
         store.put(session, own)
     except QAError as exc:
         still = f"your article {md_escape(current)}" if current else "the server's articles"
@@ -510,6 +491,21 @@ def use_article_handler(
         own=document.doc_id,
         min_confidence=own.min_confidence,
     )
+
+
+def index_article(server: Assistant, document: Document, embedder: Any = None) -> Assistant:
+    """An assistant over the visitor's article, indexed now with the server's loaded models (or
+    `embedder`), so that its first question is as quick as the server's."""
+    from qa.assistant import Assistant
+
+    own = Assistant.from_document(
+        document,
+        reader=server.reader,
+        embedder=embedder if embedder is not None else server.embedder,
+        settings=server.settings,
+        log=server.log,
+    )
+    return own.warm_up()
 
 
 def use_server_handler(server: Assistant, store: SessionArticles, session: str | None) -> ArticleView:

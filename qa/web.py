@@ -10,6 +10,7 @@ so `qa ask` never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import weakref
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from qa.assistant import check_doc_id, check_question
 from qa.batch import answer_items
 from qa.documents import ARTICLE_CAP
 from qa.errors import QAError
@@ -27,14 +29,14 @@ from qa.extraction import MAX_SOURCE_BYTES, SOURCE_CAP
 from qa.handlers import (
     ALL_ARTICLES,
     ANSWER_LABEL,
-    MAX_TOP_K,
-    MAX_UPLOAD_BYTES,
     ArticleView,
+    BatchView,
     SessionArticles,
     Visit,
     answers_markdown,
     asking_markdown,
     check_port,
+    error_message,
     parse_min_confidence,
     parse_top_k,
     passages_markdown,
@@ -46,19 +48,39 @@ from qa.handlers import (
     use_article_handler,
     use_server_handler,
 )
+from qa.lanes import IndexLane, Lane, ModelGate, batch_lane, install, sliced
+from qa.limits import MAX_BATCH_BYTES, MAX_TOP_K, QUEUE_SIZE, ApiBounds, check_top_k
 from qa.settings import DEFAULT_HOST, DEFAULT_PORT
-from qa.types import RECORD_FIELDS
+from qa.types import RECORD_FIELDS, Document
 from qa.upload_guard import UploadedFiles, UploadGuard
 
 if TYPE_CHECKING:
     from qa.assistant import Assistant
 
 
-# Events that run the models take one slot: the loaded models are one, and on a small CPU machine
-# parallel runs only slow each other down. Gradio's queue lets many people wait for this slot,
-# each getting their own answer.
-CONCURRENCY_ID = "assistant"
-MODEL_EVENTS: dict[str, Any] = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
+# The loaded models are one, and on a small CPU machine parallel runs only slow each other down:
+# qa.lanes.ModelGate lets one model user run at a time, questions first. Each kind of event has its
+# own Gradio lane, so a question never queues behind a batch or an article being indexed;
+# questions wait for the gate in arrival order.
+ASK_EVENTS: dict[str, Any] = {"concurrency_id": "ask", "concurrency_limit": 4}
+# The bulk lanes' jobs enter their handlers at once: the lane runs one, keeps BATCH_QUEUE or
+# INDEX_QUEUE waiting (showing each its place) and refuses the rest there and then.
+BATCH_EVENTS: dict[str, Any] = {"concurrency_id": "batch", "concurrency_limit": None}
+INDEX_EVENTS: dict[str, Any] = {"concurrency_id": "index", "concurrency_limit": None}
+
+
+# Gradio gives each event a tracker of its own where a handler's default is a gr.Progress.
+PROGRESS = gr.Progress()
+
+
+class Lanes:
+    """The server's model gate and its bulk lanes: one set per page."""
+
+    def __init__(self) -> None:
+        self.gate = ModelGate()
+        self.index = IndexLane()
+        self.batch: Lane = batch_lane()
+
 
 EXAMPLES: dict[str, list[str]] = {
     "pentagon-ukraine-long-range-strikes.txt": [
@@ -130,15 +152,18 @@ def api_ask(
     top_k: int = 1,
     doc_id: str | None = None,
     min_confidence: float | None = None,
+    gate: ModelGate | None = None,
 ) -> dict[str, Any]:
     """`/ask`: the same JSON object as `qa ask --json`; bad input is an error with a one-line message."""
     try:
-        return assistant.ask(
-            question,
-            top_k=parse_top_k(top_k, None),
-            doc_id=resolve_doc(doc_id),
-            min_confidence=parse_min_confidence(min_confidence),
-        ).to_dict()
+        check_ask(assistant, question, top_k, doc_id)
+        with gate.hold() if gate is not None else contextlib.nullcontext():
+            return assistant.ask(
+                question,
+                top_k=parse_top_k(top_k),
+                doc_id=resolve_doc(doc_id),
+                min_confidence=parse_min_confidence(min_confidence),
+            ).to_dict()
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -150,33 +175,60 @@ def api_batch(
     doc_id: str | None = None,
     uploaded: Callable[[object], bool] | None = None,
     min_confidence: float | None = None,
+    lanes: Lanes | None = None,
 ) -> list[dict[str, Any]]:
     """`/batch`: one record per question (the columns of `qa batch`), in the file's order."""
     try:
-        items, _ = read_checked_upload(file, uploaded, "send a .csv, .jsonl or .txt file of questions")
-        return answer_items(
-            assistant,
-            items,
-            top_k=parse_top_k(top_k, None),
-            doc_id=resolve_doc(doc_id),
-            min_confidence=parse_min_confidence(min_confidence),
-        )
+        items = check_batch(assistant, uploaded, file, top_k, doc_id)
+        with lanes.batch.turn() if lanes is not None else contextlib.nullcontext():
+            return (sliced(lanes.gate, answer_items) if lanes is not None else answer_items)(
+                assistant,
+                items,
+                top_k=parse_top_k(top_k),
+                doc_id=resolve_doc(doc_id),
+                min_confidence=parse_min_confidence(min_confidence),
+            )
     except QAError as exc:
         raise gr.Error(str(exc), print_exception=False) from exc
+
+
+def check_ask(assistant: Assistant, question: object = None, top_k: object = 1, doc_id: object = None) -> None:
+    """`/ask`'s arguments within the server's bounds (qa.limits), as the page checks them; raises InputError."""
+    check_top_k(top_k)  # in the page's order, so that the first problem named is the same
+    check_question(question)
+    check_doc_id(resolve_doc(doc_id), assistant.documents)  # type: ignore[arg-type]
+
+
+def check_batch(
+    assistant: Assistant,
+    uploaded: Callable[[object], bool] | None,
+    file: object = None,
+    top_k: object = 1,
+    doc_id: object = None,
+) -> list[Any]:
+    """`/batch`'s arguments within the server's bounds, as the page checks them: the file's questions."""
+    items, _ = read_checked_upload(file, uploaded, "send a .csv, .jsonl or .txt file of questions")
+    check_top_k(top_k)
+    check_doc_id(resolve_doc(doc_id), assistant.documents)  # type: ignore[arg-type]
+    return items
 
 
 # --- the page ---------------------------------------------------------------------------------
 
 
 def build_app(
-    assistant: Assistant, downloads_dir: Path | None = None, articles: SessionArticles | None = None
+    assistant: Assistant,
+    downloads_dir: Path | None = None,
+    articles: SessionArticles | None = None,
+    lanes: Lanes | None = None,
 ) -> gr.Blocks:
     """The page and its API endpoints over `assistant`; nothing is launched or loaded here.
 
     Batch results to download go to `downloads_dir`, which its owner removes; without one, to a
     folder of the page's own, removed when the page is garbage-collected or Python exits.
     Visitors' own articles are held in `articles` (a bounded store of the page's own by default).
-    The API endpoints always ask the server's articles.
+    The API endpoints always ask the server's articles. Questions, batches and visitors' articles
+    share the models through `lanes` (qa.lanes; the page's own by default).
     """
     doc_ids = sorted(assistant.documents)
     # Only files that came in through the upload route are read (see qa.upload_guard); `app` is
@@ -185,6 +237,8 @@ def build_app(
     own_downloads = tempfile.TemporaryDirectory(prefix="qa-serve-") if downloads_dir is None else None
     out_dir: Path = Path(own_downloads.name) if own_downloads is not None else downloads_dir
     held = articles if articles is not None else SessionArticles()
+    lanes = lanes if lanes is not None else Lanes()
+    install(assistant, lanes.gate)  # the reader is shared through the gate
 
     with gr.Blocks(
         title="article-qa: ask the article",
@@ -201,12 +255,12 @@ def build_app(
             _ask_tab(page, [q for d in doc_ids for q in EXAMPLES.get(d, [])])
             _batch_tab(page)
             _own_tab(page)
-        _wire_ask(page, assistant, held)
-        _wire_batch(page, assistant, held, out_dir, uploaded)
-        _wire_own(app, page, assistant, held, uploaded, several=len(doc_ids) > 1)
-        _api(assistant, uploaded)
+        _wire_ask(page, assistant, held, lanes.gate)
+        _wire_batch(page, assistant, held, out_dir, uploaded, lanes)
+        _wire_own(app, page, assistant, held, uploaded, several=len(doc_ids) > 1, lanes=lanes)
+        _api(assistant, uploaded, lanes)
 
-    app.queue(default_concurrency_limit=1, max_size=256)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     if own_downloads is not None:
         weakref.finalize(app, own_downloads.cleanup)  # the folder lives exactly as long as the page
     return app
@@ -307,9 +361,10 @@ def _own_tab(page: SimpleNamespace) -> None:
         page.own_status = gr.Markdown(elem_id="own-status")
 
 
-def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles) -> None:
+def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles, gate: ModelGate) -> None:
     def on_ask(q: str, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
-        view = session_ask_handler(Visit(assistant, held, request.session_hash, mine), q, k, d, m)
+        with gate.hold():
+            view = session_ask_handler(Visit(assistant, held, request.session_hash, mine), q, k, d, m)
         return (
             view.status,
             view.citation,
@@ -338,7 +393,7 @@ def _wire_ask(page: SimpleNamespace, assistant: Assistant, held: SessionArticles
         ],
         api_visibility="private",  # gradio_client uses /ask below, which returns plain JSON
         show_progress="minimal",
-        **MODEL_EVENTS,
+        **ASK_EVENTS,
     )
 
 
@@ -348,10 +403,25 @@ def _wire_batch(
     held: SessionArticles,
     out_dir: Path,
     uploaded: Callable[[object], bool],
+    lanes: Lanes,
 ) -> None:
-    def on_batch(f: str | None, k: float, d: str, m: float, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def on_batch(
+        f: str | None,
+        k: float,
+        d: str,
+        m: float,
+        mine: str | None,
+        request: gr.Request,
+        progress: gr.Progress = PROGRESS,
+    ) -> tuple[Any, ...]:
         visit = Visit(assistant, held, request.session_hash, mine)
-        view = session_batch_handler(visit, f, k, d, out_dir=out_dir, uploaded=uploaded, min_confidence=m)
+        options = {"out_dir": out_dir, "uploaded": uploaded, "min_confidence": m}
+        try:
+            with lanes.batch.turn(lambda ahead: progress(0, desc=f"Waiting: {ahead} question file(s) ahead of yours")):
+                progress(0, desc="Answering your questions")
+                view = session_batch_handler(visit, f, k, d, answer=sliced(lanes.gate, answer_items), **options)
+        except QAError as exc:  # the lane is full
+            view = BatchView(status=error_message(exc))
         return view.status, view.rows or None, view.files or None
 
     page.batch_button.click(
@@ -359,7 +429,7 @@ def _wire_batch(
         inputs=[page.upload, page.top_k, page.doc, page.min_confidence, page.own],
         outputs=[page.batch_status, page.table, page.downloads],
         api_visibility="private",
-        **MODEL_EVENTS,
+        **BATCH_EVENTS,
     )
 
 
@@ -370,6 +440,7 @@ def _wire_own(
     held: SessionArticles,
     uploaded: Callable[[object], bool],
     several: bool,
+    lanes: Lanes,
 ) -> None:
     def show_articles(view: ArticleView) -> tuple[Any, ...]:
         return (
@@ -381,22 +452,29 @@ def _wire_own(
             gr.update(visible=view.own is None and several),
         )
 
-    def on_use(text: str | None, f: str | None, mine: str | None, request: gr.Request) -> tuple[Any, ...]:
-        return show_articles(
-            use_article_handler(assistant, held, request.session_hash, text, f, mine, uploaded=uploaded)
-        )
+    def on_use(
+        text: str | None, f: str | None, mine: str | None, request: gr.Request, progress: gr.Progress = PROGRESS
+    ) -> tuple[Any, ...]:
+        def tell(what: str, done: int, total: int) -> None:
+            progress((done, total) if total else 0, desc=what, unit="chunks")
+
+        def index(document: Document) -> Assistant:
+            return lanes.index.index(assistant, document, lanes.gate, tell)
+
+        view = use_article_handler(assistant, held, request.session_hash, text, f, mine, uploaded=uploaded, index=index)
+        return show_articles(view)
 
     def on_server(request: gr.Request) -> tuple[Any, ...]:
         return show_articles(use_server_handler(assistant, held, request.session_hash))
 
     outputs = [page.own_status, page.own, page.asking, page.min_confidence, page.doc]
-    # Indexing embeds the article with the shared embedder: one model user at a time, as for questions.
+    # Indexing embeds the article in its own lane, a slice at a time, so questions keep flowing.
     page.use_button.click(
         on_use,
         inputs=[page.own_text, page.own_upload, page.own],
         outputs=outputs,
         api_visibility="private",
-        **MODEL_EVENTS,
+        **INDEX_EVENTS,
     )
     page.server_button.click(on_server, outputs=outputs, api_visibility="private")
 
@@ -406,53 +484,73 @@ def _wire_own(
     app.unload(drop_article)
 
 
-def _api(assistant: Assistant, uploaded: Callable[[object], bool]) -> None:
+def _api(assistant: Assistant, uploaded: Callable[[object], bool], lanes: Lanes) -> None:
     # The API's signatures stay as they were (Gradio's HTTP routes need every argument, so a
     # new one would break clients that send three); it answers at the server's minimum
     # confidence (`qa serve --min-confidence P`).
     def ask(question: str, top_k: int = 1, doc_id: str | None = None) -> dict:
         """Answer one question: the same JSON object as `qa ask --json`."""
-        return api_ask(assistant, question, top_k, doc_id)
+        return api_ask(assistant, question, top_k, doc_id, gate=lanes.gate)
 
     def batch(file: gr.FileData, top_k: int = 1, doc_id: str | None = None) -> list[dict]:
         """Answer a .csv, .jsonl or .txt file of questions: one record each, the columns of `qa batch`."""
-        return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded)
+        return api_batch(assistant, file, top_k, doc_id, uploaded=uploaded, lanes=lanes)
 
-    gr.api(ask, api_name="ask", **MODEL_EVENTS)
-    gr.api(batch, api_name="batch", **MODEL_EVENTS)
+    gr.api(ask, api_name="ask", **ASK_EVENTS)
+    gr.api(batch, api_name="batch", **BATCH_EVENTS)
 
 
-def serve(assistant: Assistant, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True) -> gr.Blocks:
+def serve(
+    assistant: Assistant,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    block: bool = True,
+    lanes: Lanes | None = None,
+) -> gr.Blocks:
     """Load the models, then serve the page at http://host:port; blocks until Ctrl+C unless `block` is False."""
     check_port(host, port)  # before the models load
     assistant.log("Loading the articles, the index and the models…")
     assistant.warm_up()
+    lanes = lanes if lanes is not None else Lanes()
     if not block:
-        app = build_app(assistant)  # its downloads folder lives as long as the caller keeps the page
-        _launch(app, assistant, host, port)
+        app = build_app(assistant, lanes=lanes)  # its downloads folder lives as long as the caller keeps the page
+        _launch(app, assistant, host, port, lanes)
         return app
     # The downloads folder goes when the server stops. Its own finalizer would come too late:
     # `qa` leaves with os._exit, which skips atexit, so every stopped server left one behind.
     with tempfile.TemporaryDirectory(prefix="qa-serve-") as downloads:
-        app = build_app(assistant, Path(downloads))
-        _launch(app, assistant, host, port)
+        app = build_app(assistant, Path(downloads), lanes=lanes)
+        _launch(app, assistant, host, port, lanes)
         app.block_thread()  # returns on Ctrl+C (or SIGTERM, under `qa serve`), after closing the server
     return app
 
 
-def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int) -> None:
+def _middleware(app: gr.Blocks, assistant: Assistant, lanes: Lanes) -> list[Middleware]:
+    """In front of Gradio: only uploaded files are named (first), and raw API calls stay in bounds."""
+    uploaded = UploadedFiles(lambda: app.upload_file_set)
+
+    def batch(*args: object) -> None:
+        check_batch(assistant, uploaded, *args)
+        lanes.batch.room()
+
+    checks = {"ask": lambda *args: check_ask(assistant, *args), "batch": batch}
+    return [Middleware(UploadGuard, uploaded=uploaded), Middleware(ApiBounds, checks=checks)]
+
+
+def _launch(app: gr.Blocks, assistant: Assistant, host: str, port: int, lanes: Lanes) -> None:
     try:
         app.launch(
             server_name=host,
             server_port=port,
             prevent_thread_lock=True,
             show_error=False,
-            max_file_size=max(MAX_UPLOAD_BYTES, MAX_SOURCE_BYTES),  # each tab checks its own cap
+            max_file_size=max(MAX_BATCH_BYTES, MAX_SOURCE_BYTES),  # each tab checks its own cap
             css=CSS,
             footer_links=["api"],
             quiet=True,  # Gradio's own banner suggests share links; say where the page is instead
             # File arguments are checked on the raw request, before Gradio copies or fetches them.
-            app_kwargs={"middleware": [Middleware(UploadGuard, uploaded=UploadedFiles(lambda: app.upload_file_set))]},
+            app_kwargs={"middleware": _middleware(app, assistant, lanes)},
         )
     except OSError as exc:
         raise unservable(host, port) from exc

@@ -327,6 +327,17 @@ def test_an_uploaded_article_and_a_binary_one(page: Any, tmp_path: Path) -> None
     assert "Traceback" not in page.content()
 
 
+def test_indexing_a_longer_article_shows_its_progress(page: Any) -> None:
+    """The *Your article* tab shows how far the embedding is (qa.lanes), then the article in use."""
+    sentence = "The committee met on Tuesday and reviewed the budget for the new bridge over the river. "
+    page.get_by_role("tab", name="Your article").click()
+    page.locator("#own-text textarea").fill(sentence * 500)  # ~44 KB: ~110 chunks, seconds to embed
+    page.locator("#use-article").click()
+    page.wait_for_function("() => document.body.innerText.includes('Embedding pasted.txt')")
+    page.wait_for_function(SAYS, arg=["#own-status", "Using your article pasted.txt"])
+    assert "chunks" in page.locator("#own-status").inner_text()
+
+
 @pytest.mark.parametrize("kind", ["html", "pdf"])
 def test_an_uploaded_web_page_or_pdf_is_asked_in_its_extracted_text(
     page: Any, assistant: Any, tmp_path: Path, kind: str

@@ -149,10 +149,18 @@ def test_batch_reads_only_uploaded_files(served: tuple[str, list[str]], tmp_path
             assert response.status_code == 400, (path, response.text)
             message = response.json()["error"]
             assert "not uploaded" in message or "not fetched from URLs" in message
-    # A file argument without Gradio's marker reaches the handler, which checks it too.
-    posted = httpx.post(f"{url}gradio_api/call/batch", json={"data": [{"path": str(secret)}, 1, None]}, timeout=30)
-    posted.raise_for_status()
-    events = httpx.get(f"{url}gradio_api/call/batch/{posted.json()['event_id']}", timeout=60).text
+    # A file argument without Gradio's marker: a raw call is refused by the API's bounds check
+    # (qa.limits), and through the queue it reaches the handler, which checks it too.
+    unmarked = [{"path": str(secret)}, 1, None]
+    posted = httpx.post(f"{url}gradio_api/call/batch", json={"data": unmarked}, timeout=30)
+    assert posted.status_code == 400 and "not uploaded" in posted.json()["error"]
+    joined = httpx.post(
+        f"{url}gradio_api/queue/join",
+        json={"data": unmarked, "fn_index": fn_index, "session_hash": "attacker2"},
+        timeout=30,
+    )
+    joined.raise_for_status()
+    events = httpx.get(f"{url}gradio_api/queue/data", params={"session_hash": "attacker2"}, timeout=60).text
     assert "not uploaded" in events and "must not leave" not in events
     log = SERVER_LOG[0].read_text(encoding="utf-8")
     assert "Traceback" not in log and "must not leave" not in log
