@@ -7,6 +7,15 @@ the model cache where `--base-model mpnet` finds it) and the features as the `fe
 Everything else is `qa.training`, the same code a CPU run uses.
 
     python tools/gpu_stage.py --xfer DIR --data DIR --runs DIR --minutes M
+
+How the 2026-12-04 stage reached the GPU (15 minutes of device time, 64 MiB a call, tracked files
+included): the v2 weights (45 MB, tracked) were left out on a throwaway branch (`git rm --cached` +
+`.git/info/exclude`), and three calls each carried one ignored folder of ~62 MB: the base's low-byte
+plane in two halves (`p_lo.part0/1`), then its xz'd high-byte plane and header (`p_hi.bin.xz`,
+`p_hdr.bin`), with `features.npz.xz`, the two SQuAD files (xz) and the tokenizer files spread over
+them. `--unpack` after each call, `--smoke` in the first (a tiny MPNet through the whole loop, and the
+tokenizer fingerprint compared with this machine's), the stage in the last; each call copied its
+pieces to /root/xfer, which lasts while the machine stays warm (30 s between calls).
 """
 
 from __future__ import annotations
