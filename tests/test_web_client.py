@@ -114,7 +114,22 @@ def test_batch_is_the_same_as_qa_batch(client: Any, served: tuple[str, list[str]
     records = client.predict(handle_file(str(path)), 1, None, api_name="/batch")
     # The bad line makes `qa batch` exit 1 (after writing every record); the page has no exit status.
     cli = [json.loads(line) for line in qa("batch", str(path), *place, status=1).splitlines()]
-    assert rounded(records) == rounded(cli)
+    # The server reads a batch one (question, passage) pair at a time between visitors' questions
+    # (qa.lanes), the CLI many at once: in float32 the scores agree to 6 places, in bfloat16 (a CPU
+    # with native bf16, or QA_CPU_BF16=1) they move with the batch's padding, by a few thousandths.
+    from qa.loading import reader_dtype
+
+    tolerance = 0.01 if reader_dtype("cpu") == "bfloat16" else 1e-6
+    scores = ("score", "guess_score")
+    assert [{k: v for k, v in r.items() if k not in scores} for r in rounded(records)] == [
+        {k: v for k, v in r.items() if k not in scores} for r in rounded(cli)
+    ]
+    for ours, theirs in zip(records, cli, strict=True):
+        for key in scores:
+            if ours.get(key) is None or theirs.get(key) is None:
+                assert ours.get(key) == theirs.get(key)
+            else:
+                assert abs(ours[key] - theirs[key]) <= tolerance, (key, ours, theirs)
     assert [r["id"] for r in records] == ["q1", "q2", "q3", "q4", 5]
     assert "not valid JSON" in records[-1]["error"]
 
