@@ -20,7 +20,7 @@ from qa.assistant import MAX_QUESTION_CHARS
 from qa.documents import ARTICLE_CAP
 from qa.errors import InputError
 from qa.extraction import SOURCE_CAP
-from qa.upload_guard import ASGIApp, Message, Receive, Scope, Send
+from qa.upload_guard import ASGIApp, Receive, Scope, Send, replaying
 
 log = logging.getLogger("qa.web")
 
@@ -140,16 +140,7 @@ class ApiBounds:
             log.info("refused a call to %s: %s", scope["path"], problem)
             await reply(send, 429 if isinstance(problem, Busy) else 400, str(problem))
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 def refusal(body: bytes, check: Callable[..., object]) -> InputError | None:
