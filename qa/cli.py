@@ -312,7 +312,7 @@ def train_reader_cmd(**opts: Any) -> None:
     """
     from qa.training.trainer import train_reader
 
-    resume = opts.pop("resume")
+    resume, stop_after = opts.pop("resume"), opts.pop("stop_after")
     if resume is None and opts["output_dir"] is None:
         raise click.UsageError("pass --output-dir DIR for a new run, or --resume DIR to continue one")
     val = opts.pop("val_articles")
@@ -330,7 +330,7 @@ def train_reader_cmd(**opts: Any) -> None:
         )
     try:
         with sigterm_as_interrupt():  # a polite kill saves a checkpoint too
-            best = train_reader(cfg, resume=resume)
+            best = train_reader(cfg, resume=resume, stop_after=stop_after)
     except KeyboardInterrupt as exc:
         raise SystemExit(interrupted_status(exc)) from None
     m = best["metrics"]

@@ -290,6 +290,11 @@ _TRAIN_OPTIONS = (
     ),
     train_option("--checkpoint-minutes", click.FloatRange(min=0, min_open=True)),
     click.option(
+        "--stop-after",
+        type=click.FloatRange(min=0, min_open=True),
+        help="End this stage after so many minutes: validate, checkpoint, and leave the schedule for --resume.",
+    ),
+    click.option(
         "--resume",
         type=click.Path(file_okay=False),
         help="Continue the interrupted run in this output folder from its last checkpoint (its own settings).",

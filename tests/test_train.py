@@ -262,3 +262,118 @@ def test_a_lora_run_resumes_to_the_same_adapters_and_ships_only_them(
     question, context = "Which river flows through Basel?", "The Rhine flows through Basel and Strasbourg."
     spans = reader.read([question], [context])[0]
     assert spans and all(0 <= sp.start < sp.end <= len(context) for sp in spans)
+
+
+def test_a_stage_stopped_by_the_clock_validates_and_resumes_to_the_same_weights(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--stop-after ends a stage (a session's hours) with the schedule untouched: it validates and
+    checkpoints, and --resume then reaches the weights of the uninterrupted run."""
+    from safetensors.numpy import load_file
+
+    from qa.training.trainer import Trainer
+
+    whole = tiny_config(tmp_path / "a", tiny_reader, epochs=2.0, calibrate=False)
+    train_reader(whole, progress=False)
+
+    stage = tiny_config(tmp_path / "b", tiny_reader, epochs=2.0, calibrate=False)
+    monkeypatch.setattr(Trainer, "_stage_over", lambda self: self.state.step >= 4)
+    best = train_reader(stage, progress=False, stop_after=1.0)
+    out = Path(stage.output_dir)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and state["plan"]["total"] == 6
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "validation"][-1] == 4 and best["step"] <= 4
+
+    monkeypatch.undo()
+    train_reader(TrainConfig(), progress=False, resume=stage.output_dir)
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 6
+    a = load_file(str(Path(whole.output_dir) / "checkpoint" / "model.safetensors"))
+    b = load_file(str(out / "checkpoint" / "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_run_keeps_its_planned_schedule(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run planned against a time budget (say, on a lent GPU that spent it all) and resumed elsewhere
+    keeps its plan: refitting the spent budget at the new machine's step time would decay the learning
+    rate to zero within a few steps."""
+    cfg = tiny_config(tmp_path, tiny_reader, epochs=4.0, time_budget=100.0, calibrate=False)
+    calls = {"n": 0}
+    real_batch = Features.batch
+
+    def interrupted(self: Features, *args: object, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Features, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cfg, progress=False)
+    path = Path(cfg.output_dir) / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    assert state["step"] == 4 and state["plan"]["total"] == 12
+    state["seconds"] = 100 * 60.0  # the whole budget spent where the stage ran
+    path.write_text(json.dumps(state))
+    monkeypatch.setattr(Features, "batch", real_batch)
+    train_reader(TrainConfig(), progress=False, resume=cfg.output_dir)
+    state = json.loads(path.read_text())
+    assert state["step"] == state["plan"]["total"] == 12
+
+
+def test_a_compacted_checkpoint_resumes(tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committed form of a checkpoint (Adam moments in bfloat16) is half the bytes and resumes, in float32."""
+    import torch
+
+    from qa.training.checkpoints import compact_checkpoint
+    from qa.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path, tiny_reader, epochs=2.0, calibrate=False)
+    monkeypatch.setattr(Trainer, "_stage_over", lambda self: self.state.step >= 4)
+    train_reader(cfg, progress=False, stop_after=1.0)
+    monkeypatch.undo()
+    path = Path(cfg.output_dir) / "checkpoint" / "optimizer.pt"
+    before = path.stat().st_size
+    assert compact_checkpoint(cfg.output_dir) > 0 and path.stat().st_size < 0.6 * before
+    moments = torch.load(path, weights_only=True)["state"]
+    assert {v["exp_avg"].dtype for v in moments.values()} == {torch.bfloat16}
+    trainer = Trainer(TrainConfig(), progress=False, resume=cfg.output_dir)
+    assert {s["exp_avg"].dtype for s in trainer.optimizer.state.values()} == {torch.float32}
+    trainer.run()
+    assert json.loads((Path(cfg.output_dir) / "checkpoint" / "state.json").read_text())["step"] == 6
+
+
+def test_micro_batches_add_up_to_the_whole_batch_s_gradient(
+    tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU a long batch is read in parts (memory); the step it takes is the whole batch's."""
+    import torch
+
+    from qa.training import trainer as trainer_module
+    from qa.training.trainer import Trainer, micro_batches
+
+    assert micro_batches(32, 384, "cpu") == [slice(0, 8), slice(8, 16), slice(16, 24), slice(24, 32)]
+    assert micro_batches(32, 384, "cuda") == [slice(0, 32)] and micro_batches(3, 64, "cpu") == [slice(0, 3)]
+
+    def gradients(tokens: int) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(trainer_module, "MICRO_BATCH_TOKENS", tokens)
+        torch.manual_seed(0)
+        t = Trainer(tiny_config(tmp_path / str(tokens), tiny_reader, calibrate=False), progress=False)
+        t.model.eval()  # no dropout: the two ways must read the same numbers
+        t.scheduler = torch.optim.lr_scheduler.LambdaLR(t.optimizer, lambda n: 1.0)
+        monkeypatch.setattr(t.optimizer, "step", lambda: None)  # keep the gradients to compare them
+        monkeypatch.setattr(t.optimizer, "zero_grad", lambda set_to_none=True: None)
+        rows = list(range(len(t.features)))
+        assert len(micro_batches(len(rows), int(t.features.lengths.max()), "cpu")) == (
+            1 if tokens > 1000 else len(rows)
+        )
+        t._step(rows)
+        return {n: p.grad.clone() for n, p in t.model.named_parameters() if p.requires_grad}
+
+    whole, parts = gradients(1 << 20), gradients(16)  # one part; one window a part
+    assert whole and any(g.abs().sum() > 0 for g in whole.values())
+    for name in whole:
+        torch.testing.assert_close(whole[name], parts[name], rtol=1e-4, atol=1e-6)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import math
 import random
 import sys
@@ -33,12 +35,46 @@ from qa.training.schedule import Plan
 from qa.training.validation import calibrate_saved_reader, describe, validate
 
 
-def train_reader(cfg: TrainConfig, progress: bool = True, resume: str | None = None) -> dict[str, Any]:
+def train_reader(
+    cfg: TrainConfig, progress: bool = True, resume: str | None = None, stop_after: float | None = None
+) -> dict[str, Any]:
     """Train, validate after every epoch and at the end, and keep the best in cfg.output_dir (float16).
 
     With `resume`, the run in that folder continues from its last checkpoint with its own settings.
+    With `stop_after` (minutes), this stage ends after that long: it validates, checkpoints and
+    returns with the schedule untouched, for `--resume` to continue on this or another machine.
     """
-    return Trainer(cfg, progress, resume).run()
+    return Trainer(cfg, progress, resume, stop_after).run()
+
+
+def release_free_memory() -> None:
+    """Hand glibc's freed heap pages back to the system.
+
+    Windows of varying length make torch allocate blocks of ever-new sizes; glibc keeps the freed
+    ones in fragmented arenas, and a CPU run grew ~0.3 GB a minute until the kernel killed it at
+    24 GB. malloc_trim costs milliseconds; elsewhere (musl, macOS) there is nothing to do.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+# On a CPU a forward pass holds ~1.5 MB of activations a token for a base-size encoder under bf16
+# autocast: 32 windows of 384 tokens peaked at 22.7 GB and the kernel killed the run on a 24 GB machine.
+MICRO_BATCH_TOKENS = 4096
+
+
+def micro_batches(rows: int, length: int, device: str) -> list[slice]:
+    """The batch's rows in near-equal parts of at most MICRO_BATCH_TOKENS tokens each (CPU only; a GPU
+    reads the batch whole). Every part keeps the whole batch's padding, so it reads the same tensors."""
+    parts = 1 if device != "cpu" else math.ceil(rows / max(1, MICRO_BATCH_TOKENS // max(length, 1)))
+    bounds = [round(i * rows / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -124,7 +160,7 @@ def with_lora(model: Any, cfg: TrainConfig, adapters: Path | None) -> Any:
     try:
         from peft import LoraConfig, PeftModel, get_peft_model
     except ImportError:
-        raise InputError("--lora-rank trains with peft: pip install 'article-qa[mpnet]'") from None
+        raise InputError("--lora-rank trains with peft: pip install peft (or reinstall article-qa)") from None
 
     if adapters is not None:
         return PeftModel.from_pretrained(model, str(adapters), is_trainable=True)
@@ -159,7 +195,9 @@ def make_optimizer(model: Any, cfg: TrainConfig) -> tuple[list[Any], Any]:
 class Trainer:
     """One training run (new, or resumed from its checkpoint): set up at construction, run by `run`."""
 
-    def __init__(self, cfg: TrainConfig, progress: bool = True, resume: str | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, progress: bool = True, resume: str | None = None, stop_after: float | None = None
+    ) -> None:
         import torch
 
         saved = read_checkpoint_state(resume) if resume is not None else None
@@ -186,7 +224,10 @@ class Trainer:
             self._restore(saved)
         self.settings = ReaderSettings(max_length=cfg.max_length, stride=cfg.stride)
         self.log_path = self.out_dir / LOG_FILE
-        self.budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+        # A resumed run keeps the schedule it planned: refitting a budget planned on a fast machine
+        # at a slow machine's step time would decay the learning rate to zero within a few steps.
+        self.budget_s = cfg.time_budget * 60 if cfg.time_budget and saved is None else None
+        self.stop_after_s = stop_after * 60 if stop_after else None
         print(self._announcement(resumed=saved is not None), file=sys.stderr)
 
     def _load_model(self, saved: dict[str, Any] | None) -> None:
@@ -227,7 +268,8 @@ class Trainer:
             f"{len(self.val)} validation questions; up to {self.max_total} steps of {cfg.batch_size} on {self.device}"
             f"{' with bf16 autocast' if self.use_bf16 else ''}"
             f"{f', budget {cfg.time_budget:g} min' if self.budget_s else ''}"
-            f"{f'; resuming at step {self.state.step}' if resumed else ''}"
+            f"{f'; resuming at step {self.state.step} of {self.state.plan.total}' if resumed else ''}"
+            f"{f'; this stage stops after {self.stop_after_s / 60:g} min' if self.stop_after_s else ''}"
         )
 
     def run(self) -> dict[str, Any]:
@@ -246,6 +288,8 @@ class Trainer:
         try:
             while not done and s.epoch <= self.n_epochs:
                 done = self._train_epoch()
+                if self._stage_over():
+                    break
                 if not done:
                     self.run_validation(s.step / self.steps_per_epoch)
                     s.epoch += 1
@@ -266,6 +310,13 @@ class Trainer:
             self.run_validation(s.step / self.steps_per_epoch)
         self.save_checkpoint()
         assert s.best is not None
+        if s.step < s.plan.total:
+            print(
+                f"train-reader: stage stopped at step {s.step} of {s.plan.total}; checkpoint saved. "
+                f"Continue with: qa train-reader --resume {self.out_dir}",
+                file=sys.stderr,
+            )
+            return s.best
         if not self.cfg.calibrate:
             return s.best
         return calibrate_saved_reader(self.out_dir, self.val, self.progress) or s.best
@@ -288,22 +339,35 @@ class Trainer:
             if s.step >= s.plan.total:
                 done = True
                 break
+            if self._stage_over():
+                break
         bar.close()
         return done
+
+    def _stage_over(self) -> bool:
+        return self.stop_after_s is not None and time.time() - self.clock.started >= self.stop_after_s
 
     def _step(self, idx: list[int]) -> float:
         """One optimizer step on the windows `idx`; returns the loss."""
         import torch
 
         batch = {k: v.to(self.device) for k, v in self.features.batch(idx, self.pad_id, self.with_types).items()}
-        with torch.autocast(device_type=self.device, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss = self.model(**batch).loss
-        loss.backward()
+        loss = 0.0
+        for rows in micro_batches(*batch["input_ids"].shape, self.device):
+            with torch.autocast(device_type=self.device, dtype=torch.bfloat16, enabled=self.use_bf16):
+                part = self.model(**{k: v[rows] for k, v in batch.items()}).loss
+            # The model's loss is a mean over its rows: weighted by their share, the parts' gradients
+            # add up to the whole batch's.
+            share = (rows.stop - rows.start) / len(idx)
+            (part * share).backward()
+            loss += float(part.detach()) * share
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        if self.device == "cpu":
+            release_free_memory()
+        return loss
 
     def _after_step(self, items: int, loss: float, bar: Any) -> None:
         """Smooth the loss, plan against the budget, log every 25 steps, checkpoint every few minutes."""
@@ -316,6 +380,7 @@ class Trainer:
             self.replan((time.time() - c.window_start) / c.window_steps)
         if c.window_steps == 25:
             self._log_window(bar)
+            release_free_memory()
         if time.time() - c.last_checkpoint >= self.cfg.checkpoint_minutes * 60:
             self.save_checkpoint()
             c.last_checkpoint = time.time()
