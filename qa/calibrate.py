@@ -125,17 +125,20 @@ def calibrate_assistant(
 
 
 def model_label(model: str) -> str:
-    """A model as a calibration records it: the shipped reader as "shipped", a local folder by its name,
-    a hub id as it is; never the absolute path of the machine that fitted it (the fingerprint, not the
-    name, says which reader a calibration belongs to)."""
-    from qa.loading import SHIPPED_READER_DIR
+    """A model as a calibration records it: a shipped reader by its name ("v3", also as merged in the
+    cache), a local folder by its name, a hub id as it is; never the absolute path of the machine that
+    fitted it (the fingerprint, not the name, says which reader a calibration belongs to)."""
+    from qa.loading import SHIPPED_READERS
 
     path = Path(model)
     if not path.is_absolute() and not path.exists():
         return model  # a hub id
-    if path.resolve() == SHIPPED_READER_DIR:
-        return "shipped"
-    return path.resolve().name
+    path = path.resolve()
+    for name, folder in SHIPPED_READERS.items():
+        merged = path.parent.name == "merged" and path.name.rsplit("-", 1)[0] == folder.name
+        if path == folder or merged:
+            return name
+    return path.name
 
 
 def folder_name(folder: Path | None) -> str:

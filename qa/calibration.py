@@ -307,17 +307,24 @@ def _problem(raw: object) -> str | None:
 
 
 def reader_fingerprint(model: str) -> str:
-    """Which reader a calibration belongs to: the weights' names, sizes and first MB (cheap, and a
-    retrained reader changes it); a hub id is its own fingerprint."""
+    """Which reader a calibration belongs to: the weights' names, sizes, first and last MB (cheap, and
+    a retrained reader changes it); a hub id is its own fingerprint.
+
+    The last MB counts because readers merged from LoRA adapters on one base share their first MB:
+    the file's header and the frozen word embeddings are the same; the trained layers come later."""
     folder = Path(model)
     if not folder.is_dir():
         return f"id:{model}"
     digest = hashlib.sha256()
     for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), folder / "config.json"]):
         if path.is_file():
-            digest.update(f"{path.name}:{path.stat().st_size}:".encode())
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}:".encode())
             with path.open("rb") as f:
                 digest.update(f.read(1 << 20))
+                if size > 2 << 20:
+                    f.seek(size - (1 << 20))
+                    digest.update(f.read(1 << 20))
     return "sha256:" + digest.hexdigest()[:16]
 
 

@@ -225,7 +225,7 @@ class Reader:
     @cached_property
     def model_name(self) -> str:
         """Resolved on first use, so commands that never read (qa index) need no reader."""
-        return resolve_reader_model(self._requested, self._cache)
+        return resolve_reader_model(self._requested, self._cache, self._log)
 
     @cached_property
     def settings(self) -> ReaderSettings:

@@ -382,10 +382,28 @@ def test_qa_calibrate_for_a_share_then_ask_for_another(place: dict[str, str], tm
 
 def test_a_calibration_records_names_not_the_machine_s_paths(tmp_path: Path) -> None:
     from qa.calibrate import folder_name, model_label
-    from qa.loading import SHIPPED_READER_DIR
+    from qa.loading import SHIPPED_READERS
 
-    assert model_label(str(SHIPPED_READER_DIR)) == "shipped"
+    assert model_label(str(SHIPPED_READERS["v2"])) == "v2"
+    merged = tmp_path / "cache" / "merged" / f"{SHIPPED_READERS['v3'].name}-0123456789abcdef"
+    merged.mkdir(parents=True)
+    assert model_label(str(merged)) == "v3"  # the shipped v3 as merged onto its base in the cache
     (tmp_path / "my-reader").mkdir()
     assert model_label(str(tmp_path / "my-reader")) == "my-reader"
     assert model_label("deepset/roberta-base-squad2") == "deepset/roberta-base-squad2"  # a hub id as it is
     assert folder_name(tmp_path / "seeds") == "seeds"
+
+
+def test_readers_that_share_their_first_megabyte_have_different_fingerprints(tmp_path: Path) -> None:
+    """Readers merged from LoRA adapters on one base share the weights file's header and frozen word
+    embeddings (its first MB): a calibration of one must still not pass for the other's."""
+    from qa.calibration import reader_fingerprint
+
+    head, tail = bytes(range(256)) * 4096 * 2, b"\x00" * (1 << 20)
+    for name, last in (("a", b"\x01"), ("b", b"\x02")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(head + tail + last * 4096)
+    a, b = reader_fingerprint(str(tmp_path / "a")), reader_fingerprint(str(tmp_path / "b"))
+    assert a.startswith("sha256:") and a != b
+    assert reader_fingerprint(str(tmp_path / "a")) == a
