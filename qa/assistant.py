@@ -67,7 +67,7 @@ def check_question(question: object) -> str:
             "save or send it as UTF-8"
         )
     if len(q) > MAX_QUESTION_CHARS:
-        raise InputError(f"the question is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
+        raise InputError(f"the question is {len(q)} characters long; keep it to {MAX_QUESTION_CHARS} at most")
     return q
 
 

@@ -315,6 +315,20 @@ def train_reader_cmd(**opts: Any) -> None:
     resume, stop_after = opts.pop("resume"), opts.pop("stop_after")
     if resume is None and opts["output_dir"] is None:
         raise click.UsageError("pass --output-dir DIR for a new run, or --resume DIR to continue one")
+    if resume is not None:
+        # A resumed run continues with its saved settings (its schedule and data order depend on
+        # them); a setting given beside --resume would be ignored without a word.
+        ctx = click.get_current_context()
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in opts
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+        ]
+        if given:
+            raise click.UsageError(
+                f"--resume continues the run with its saved settings; drop {', '.join(given)} "
+                "(only --stop-after goes with --resume), or start a new run with --output-dir"
+            )
     val = opts.pop("val_articles")
     cfg = TrainConfig(
         data=tuple(str(d) for d in opts.pop("data") or TRAIN_DEFAULTS.data),

@@ -200,7 +200,7 @@ def test_csv_header_is_matched_loosely(place: dict[str, str], tmp_path: Path) ->
     ("args", "needles"),
     [
         (["ask", "   "], ("question is empty",)),
-        (["ask", "x" * 5000], ("keep it under",)),
+        (["ask", "x" * 5000], ("keep it to 500 at most",)),
         (["ask", "Why?", "--reader-model", "tests/no-such-reader"], ("reader model not found",)),
         (["batch", "no-such-file.txt"], ("does not exist",)),
         (["batch", "tests"], ("is a folder",)),
@@ -545,3 +545,12 @@ def test_an_article_of_only_stop_words_is_indexed_and_asked(place: dict[str, str
     assert asked.returncode == 0, asked.stderr.decode("utf-8", "replace")
     answer = json.loads(asked.stdout)
     assert answer["question"] == "Who was it?"
+
+
+def test_the_question_limit_is_inclusive_and_its_message_says_so() -> None:
+    from qa.assistant import MAX_QUESTION_CHARS, check_question
+    from qa.errors import InputError
+
+    assert check_question("x" * MAX_QUESTION_CHARS) == "x" * MAX_QUESTION_CHARS
+    with pytest.raises(InputError, match=f"{MAX_QUESTION_CHARS + 1} characters long; keep it to 500 at most"):
+        check_question("x" * (MAX_QUESTION_CHARS + 1))

@@ -122,7 +122,7 @@ def test_batch_bad_files(env: dict[str, str], tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["ask", "   "], "question is empty"),
-        (["ask", "x" * 600], "keep it under"),
+        (["ask", "x" * 600], "keep it to 500 at most"),
         (["ask", "Why?", "--seeds", "/nonexistent/seeds"], "does not exist"),
         (["ask", "Why?", "--reader-model", "/nonexistent/model"], "reader model not found"),
         (["ask", "Why?", "--embed-model", "./no/such/embedder"], "embedding model not found"),

@@ -356,7 +356,7 @@ def bounds_cases(tmp_path: Path) -> list[tuple[str, list[Any], str]]:
     few = tmp_path / "few.txt"
     few.write_text("Who met?\n" * 2, encoding="utf-8")
     return [
-        ("ask", ["x" * (MAX_QUESTION_CHARS + 1), 1, None], f"keep it under {MAX_QUESTION_CHARS}"),
+        ("ask", ["x" * (MAX_QUESTION_CHARS + 1), 1, None], f"keep it to {MAX_QUESTION_CHARS} at most"),
         ("ask", [WHO, MAX_TOP_K + 1, None], f"top-k must be a whole number from 1 to {MAX_TOP_K}"),
         ("ask", [WHO, 0, None], "top-k must be"),
         ("ask", [WHO, 1, "missing.txt"], "no article 'missing.txt'"),

@@ -377,3 +377,10 @@ def test_micro_batches_add_up_to_the_whole_batch_s_gradient(
     assert whole and any(g.abs().sum() > 0 for g in whole.values())
     for name in whole:
         torch.testing.assert_close(whole[name], parts[name], rtol=1e-4, atol=1e-6)
+
+
+def test_resume_with_other_settings_is_one_clear_line(tmp_path: Path) -> None:
+    """--resume continues the saved run as it was planned: a setting beside it would be silently ignored."""
+    result = CliRunner().invoke(cli, ["train-reader", "--resume", str(tmp_path), "--lr", "5e-4", "--epochs", "3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "drop --epochs, --learning-rate" in result.output or "drop --learning-rate, --epochs" in result.output
