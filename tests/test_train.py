@@ -167,6 +167,24 @@ def test_time_budget_plans_the_schedule_to_end_within_it(tmp_path: Path, tiny_re
     assert cal.fitted["data"]["validation"]["questions"] > 0 and cal.reader["fingerprint"].startswith("sha256:")
 
 
+def interrupt_training(monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig, at_batch: int = 5) -> None:
+    """Train `cfg` until its `at_batch`-th batch, then stop as Ctrl+C does (3 training questions an
+    epoch: batch 5 is in the middle of epoch 2); batches are read as usual afterwards."""
+    calls = {"n": 0}
+    real_batch = Features.batch
+
+    def interrupted(self: Features, *args: object, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == at_batch:
+            raise KeyboardInterrupt
+        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Features, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cfg, progress=False)
+    monkeypatch.setattr(Features, "batch", real_batch)
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(
     tmp_path: Path, tiny_reader: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,21 +194,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     train_reader(whole, progress=False)
 
     cut = tiny_config(tmp_path / "b", tiny_reader, epochs=2.0)
-    calls = {"n": 0}
-    real_batch = Features.batch
-
-    def interrupted(self: Features, *args: object, **kw: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 5:  # in the middle of epoch 2 (3 training questions an epoch)
-            raise KeyboardInterrupt
-        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Features, "batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_reader(cut, progress=False)
+    interrupt_training(monkeypatch, cut)
     state = json.loads((Path(cut.output_dir) / "checkpoint" / "state.json").read_text())
     assert state["step"] == 4
-    monkeypatch.setattr(Features, "batch", real_batch)
     best = train_reader(TrainConfig(), progress=False, resume=cut.output_dir)
     state = json.loads((Path(cut.output_dir) / "checkpoint" / "state.json").read_text())
     assert state["step"] == 6 and best["step"] <= 6
@@ -220,19 +226,7 @@ def test_a_lora_run_resumes_to_the_same_adapters_and_ships_only_them(
     train_reader(whole, progress=False)
 
     cut = tiny_config(tmp_path / "b", tiny_reader, **lora)
-    calls = {"n": 0}
-    real_batch = Features.batch
-
-    def interrupted(self: Features, *args: object, **kw: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Features, "batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_reader(cut, progress=False)
-    monkeypatch.setattr(Features, "batch", real_batch)
+    interrupt_training(monkeypatch, cut)
     train_reader(TrainConfig(), progress=False, resume=cut.output_dir)
     a = load_file(str(Path(whole.output_dir) / "checkpoint" / "adapter_model.safetensors"))
     b = load_file(str(Path(cut.output_dir) / "checkpoint" / "adapter_model.safetensors"))
@@ -301,24 +295,12 @@ def test_a_resumed_run_keeps_its_planned_schedule(
     keeps its plan: refitting the spent budget at the new machine's step time would decay the learning
     rate to zero within a few steps."""
     cfg = tiny_config(tmp_path, tiny_reader, epochs=4.0, time_budget=100.0, calibrate=False)
-    calls = {"n": 0}
-    real_batch = Features.batch
-
-    def interrupted(self: Features, *args: object, **kw: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_batch(self, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Features, "batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_reader(cfg, progress=False)
+    interrupt_training(monkeypatch, cfg)
     path = Path(cfg.output_dir) / "checkpoint" / "state.json"
     state = json.loads(path.read_text())
     assert state["step"] == 4 and state["plan"]["total"] == 12
     state["seconds"] = 100 * 60.0  # the whole budget spent where the stage ran
     path.write_text(json.dumps(state))
-    monkeypatch.setattr(Features, "batch", real_batch)
     train_reader(TrainConfig(), progress=False, resume=cfg.output_dir)
     state = json.loads(path.read_text())
     assert state["step"] == state["plan"]["total"] == 12
