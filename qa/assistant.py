@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from qa.calibration import CALIBRATION_FILE, Calibration, find_calibration, reader_fingerprint
+from qa.calibration import CALIBRATION_FILE, Calibration, find_calibration, model_label, reader_fingerprint
 from qa.chunking import sentence_spans
 from qa.decode import decode
 from qa.documents import article_document, document_paths, load_documents, seeds_dir
@@ -40,6 +40,7 @@ from qa.index import (
     writing,
 )
 from qa.language import english_note
+from qa.loading import SHIPPED_READERS
 from qa.protocols import EmbedderLike, ReaderLike, RetrieverLike
 from qa.reader import Reader, Span
 from qa.retrieval import Retriever
@@ -503,6 +504,10 @@ class Assistant:
                     f"calibration {path} was fitted for another reader ({calibration.reader.get('name')}); "
                     "run qa calibrate with this reader, or drop --calibration"
                 )
+            if {calibration.reader.get("name"), model_label(self.reader.model_name)} <= set(SHIPPED_READERS):
+                # One shipped reader chosen over an index calibrated for the other (`--reader-model v2`
+                # over the bundled index): its own calibration is the documented rule, not a surprise.
+                return self._reader_calibration()
             self.log(
                 f"Note: {path} was fitted for another reader ({calibration.reader.get('name')}); "
                 "using the reader's own calibration instead (run qa calibrate to refit)."

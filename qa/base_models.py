@@ -180,7 +180,7 @@ def merged_reader(folder: str | Path, cache: Path | None = None, log: Callable[[
     base = resolve_base(base_name, lambda: False, cache) or base_name
     if log:
         log(
-            f"Preparing the reader {folder.name} (once, about 10-20 s): its adapters merged onto {base_name}, "
+            f"Preparing the reader {folder.name} (once, a few seconds): its adapters merged onto {base_name}, "
             f"kept in {target.parent}"
         )
     try:

@@ -222,11 +222,24 @@ def write_records(records: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> 
     return writer.count
 
 
+OUT_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
 def output_format(out_path: str | None, explicit: str | None = None) -> str:
-    """`--format`, else from `--out`'s suffix: csv for .csv, else jsonl."""
+    """`--format`, else from `--out`'s suffix; JSON lines to stdout. A name of another kind is refused:
+    `answers.xlsx` written as JSON lines would look like success and open as garbage."""
     if explicit is not None:
         return explicit
-    return "csv" if out_path and out_path.lower().endswith(".csv") else "jsonl"
+    if out_path is None:
+        return "jsonl"
+    if Path(out_path).exists() and not Path(out_path).is_file():
+        return "jsonl"  # a folder or a device: OutputFile refuses it, saying which
+    fmt = OUT_SUFFIXES.get(Path(out_path).suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"cannot tell which format to write {out_path!r} in; name it .jsonl or .csv, or pass --format jsonl|csv"
+        )
+    return fmt
 
 
 @dataclass

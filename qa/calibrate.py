@@ -21,6 +21,7 @@ from qa.calibration import (
     Report,
     calibrate,
     grounded,
+    model_label,
     provenance,
     reader_fingerprint,
 )
@@ -122,23 +123,6 @@ def calibrate_assistant(
     name = assistant.reader.model_name
     reader = {"name": model_label(name), "fingerprint": reader_fingerprint(name)}
     return calibrate(current, observations, mode, info, reader, expect_unanswerable)
-
-
-def model_label(model: str) -> str:
-    """A model as a calibration records it: a shipped reader by its name ("v3", also as merged in the
-    cache), a local folder by its name, a hub id as it is; never the absolute path of the machine that
-    fitted it (the fingerprint, not the name, says which reader a calibration belongs to)."""
-    from qa.loading import SHIPPED_READERS
-
-    path = Path(model)
-    if not path.is_absolute() and not path.exists():
-        return model  # a hub id
-    path = path.resolve()
-    for name, folder in SHIPPED_READERS.items():
-        merged = path.parent.name == "merged" and path.name.rsplit("-", 1)[0] == folder.name
-        if path == folder or merged:
-            return name
-    return path.name
 
 
 def folder_name(folder: Path | None) -> str:

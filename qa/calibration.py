@@ -328,6 +328,23 @@ def reader_fingerprint(model: str) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
+def model_label(model: str) -> str:
+    """A model as a calibration records it: a shipped reader by its name ("v3", also as merged in the
+    cache), a local folder by its name, a hub id as it is; never the absolute path of the machine that
+    fitted it (the fingerprint, not the name, says which reader a calibration belongs to)."""
+    from qa.loading import SHIPPED_READERS
+
+    path = Path(model)
+    if not path.is_absolute() and not path.exists():
+        return model  # a hub id
+    path = path.resolve()
+    for name, folder in SHIPPED_READERS.items():
+        merged = path.parent.name == "merged" and path.name.rsplit("-", 1)[0] == folder.name
+        if path == folder or merged:
+            return name
+    return path.name
+
+
 def find_calibration(explicit: Path | None, index_dir: Path | None, reader_dir: str) -> Path | None:
     """The calibration file in effect (see the module docstring), or None for the reader's own rule.
 

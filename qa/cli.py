@@ -168,8 +168,8 @@ def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **o
     check_batch_sources(input_path, article, out_path, resume)
     items = read_questions(input_path, opts.pop("input_format"))  # each check below comes before a model loads
     document = read_article_option(article, opts)
+    fmt = output_format(out_path, out_format)  # before OutputFile: it starts the partial file
     out = OutputFile(out_path, inputs=[input_path, article or "-"]) if out_path is not None else None
-    fmt = output_format(out_path, out_format)
     earlier = load_earlier(out, fmt, items, input_path) if resume and out is not None else None
     make = functools.partial(make_assistant, opts, document)
     run = run_batch(make, items, out, fmt, top_k=top_k, doc_id=doc_id, earlier=earlier, log=_err)

@@ -48,7 +48,7 @@ def setting_option(name: str, help: str, **kw: Any) -> Callable[[Callable], Call
 
 seeds_option = setting_option(
     "seeds",
-    "Folder of .txt/.md articles [{env}; default seeds/ here, else the project's].",
+    "Folder of articles (.txt, .md, .html, .pdf) [{env}; default seeds/ here, else the project's].",
     type=click.Path(file_okay=False),
 )
 index_option = setting_option(

@@ -109,6 +109,7 @@ def test_a_symlink_output_is_written_through(place: dict[str, str], tmp_path: Pa
         ("missing-folder/answers.jsonl", ("does not exist", "--out")),
         ("/sys/answers.jsonl", ("cannot write in /sys", "--out")),  # read-only even for root
         (".", ("is a folder", "--out")),
+        ("answers.xlsx", ("cannot tell which format", ".jsonl or .csv", "--format")),  # not JSON lines in disguise
     ],
 )
 def test_a_bad_output_path_fails_before_any_work(

@@ -407,3 +407,37 @@ def test_readers_that_share_their_first_megabyte_have_different_fingerprints(tmp
     a, b = reader_fingerprint(str(tmp_path / "a")), reader_fingerprint(str(tmp_path / "b"))
     assert a.startswith("sha256:") and a != b
     assert reader_fingerprint(str(tmp_path / "a")) == a
+
+
+def test_the_other_shipped_reader_over_the_bundled_index_reads_quietly_with_its_own(tmp_path: Path) -> None:
+    """The bundled index is calibrated for v3; `--reader-model v2` there uses v2's own calibration, the
+    documented rule, without a note on every call. An index calibrated for a reader of the user's own
+    still says why its calibration is set aside."""
+    import shutil
+
+    from qa.loading import SHIPPED_READERS
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("seeds", "index"):
+        shutil.copytree(root / name, tmp_path / name)
+    index_cal = tmp_path / "index" / CALIBRATION_FILE
+    v2_own = Calibration.load(SHIPPED_READERS["v2"] / CALIBRATION_FILE)
+    assert json.loads(index_cal.read_text())["reader"]["name"] == "v3"
+
+    def calibration_in_effect(reader: str) -> tuple[Calibration, list[str]]:
+        logged: list[str] = []
+        a = Assistant(tmp_path / "seeds", tmp_path / "index", reader_model=reader, log=logged.append)
+        calibration = a.calibration  # no model loads: the reader's folder and fingerprint decide
+        return calibration, [line for line in logged if line.startswith("Note:")]  # not v3's "Preparing"
+
+    v3, notes = calibration_in_effect("v3")
+    assert v3.min_confidence == pytest.approx(Calibration.load(index_cal).min_confidence) and not notes
+    v2, notes = calibration_in_effect("v2")
+    assert v2.min_confidence == pytest.approx(v2_own.min_confidence) and not notes
+
+    cal = json.loads(index_cal.read_text())
+    cal["reader"]["name"] = "my-reader"
+    index_cal.write_text(json.dumps(cal))
+    v2, notes = calibration_in_effect("v2")
+    assert v2.min_confidence == pytest.approx(v2_own.min_confidence)
+    assert len(notes) == 1 and "was fitted for another reader (my-reader)" in notes[0]
