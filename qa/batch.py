@@ -232,8 +232,6 @@ def output_format(out_path: str | None, explicit: str | None = None) -> str:
         return explicit
     if out_path is None:
         return "jsonl"
-    if Path(out_path).exists() and not Path(out_path).is_file():
-        return "jsonl"  # a folder or a device: OutputFile refuses it, saying which
     fmt = OUT_SUFFIXES.get(Path(out_path).suffix.lower())
     if fmt is None:
         raise InputError(

@@ -35,7 +35,7 @@ from qa.cli_options import (
     serve_options,
     train_options,
 )
-from qa.errors import QAError
+from qa.errors import InputError, QAError
 from qa.interrupts import interrupted_status, sigterm_as_interrupt
 from qa.settings import ENV, Settings
 from qa.training.config import TrainConfig
@@ -168,8 +168,13 @@ def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **o
     check_batch_sources(input_path, article, out_path, resume)
     items = read_questions(input_path, opts.pop("input_format"))  # each check below comes before a model loads
     document = read_article_option(article, opts)
-    fmt = output_format(out_path, out_format)  # before OutputFile: it starts the partial file
     out = OutputFile(out_path, inputs=[input_path, article or "-"]) if out_path is not None else None
+    try:
+        fmt = output_format(out_path, out_format)
+    except InputError:
+        if out is not None:
+            out.discard()  # the partial file OutputFile started
+        raise
     earlier = load_earlier(out, fmt, items, input_path) if resume and out is not None else None
     make = functools.partial(make_assistant, opts, document)
     run = run_batch(make, items, out, fmt, top_k=top_k, doc_id=doc_id, earlier=earlier, log=_err)
