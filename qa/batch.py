@@ -222,6 +222,18 @@ def write_records(records: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> 
     return writer.count
 
 
+def batch_output(out_path: str | None, out_format: str | None, inputs: list[str]) -> tuple[OutputFile | None, str]:
+    """`--out` checked (a folder, a device, an input file itself, an unwritable place) and its format,
+    before any work; None writes JSON lines to stdout. A refused format leaves no partial file."""
+    out = OutputFile(out_path, inputs=inputs) if out_path is not None else None
+    try:
+        return out, output_format(out_path, out_format)
+    except InputError:
+        if out is not None:
+            out.discard()
+        raise
+
+
 OUT_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 

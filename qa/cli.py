@@ -32,10 +32,11 @@ from qa.cli_options import (
     index_options,
     ray_options,
     reader_option,
+    refuse_settings_beside_resume,
     serve_options,
     train_options,
 )
-from qa.errors import InputError, QAError
+from qa.errors import QAError
 from qa.interrupts import interrupted_status, sigterm_as_interrupt
 from qa.settings import ENV, Settings
 from qa.training.config import TrainConfig
@@ -161,20 +162,13 @@ def batch_cmd(input_path: str, out_path: str | None, out_format: str | None, **o
 
     Example: qa batch questions.txt --out answers.csv  (on a Ray cluster: add --ray auto or --ray HOST:PORT)
     """
-    from qa.batch import check_batch_sources, load_earlier, output_format, read_questions, run_batch
-    from qa.files import OutputFile
+    from qa.batch import batch_output, check_batch_sources, load_earlier, read_questions, run_batch
 
     article, top_k, doc_id, resume = (opts.pop(k) for k in ("article", "top_k", "doc_id", "resume"))
     check_batch_sources(input_path, article, out_path, resume)
     items = read_questions(input_path, opts.pop("input_format"))  # each check below comes before a model loads
     document = read_article_option(article, opts)
-    out = OutputFile(out_path, inputs=[input_path, article or "-"]) if out_path is not None else None
-    try:
-        fmt = output_format(out_path, out_format)
-    except InputError:
-        if out is not None:
-            out.discard()  # the partial file OutputFile started
-        raise
+    out, fmt = batch_output(out_path, out_format, inputs=[input_path, article or "-"])
     earlier = load_earlier(out, fmt, items, input_path) if resume and out is not None else None
     make = functools.partial(make_assistant, opts, document)
     run = run_batch(make, items, out, fmt, top_k=top_k, doc_id=doc_id, earlier=earlier, log=_err)
@@ -321,19 +315,7 @@ def train_reader_cmd(**opts: Any) -> None:
     if resume is None and opts["output_dir"] is None:
         raise click.UsageError("pass --output-dir DIR for a new run, or --resume DIR to continue one")
     if resume is not None:
-        # A resumed run continues with its saved settings (its schedule and data order depend on
-        # them); a setting given beside --resume would be ignored without a word.
-        ctx = click.get_current_context()
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name in opts
-            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
-        ]
-        if given:
-            raise click.UsageError(
-                f"--resume continues the run with its saved settings; drop {', '.join(given)} "
-                "(only --stop-after goes with --resume), or start a new run with --output-dir"
-            )
+        refuse_settings_beside_resume(opts)
     val = opts.pop("val_articles")
     cfg = TrainConfig(
         data=tuple(str(d) for d in opts.pop("data") or TRAIN_DEFAULTS.data),

@@ -331,4 +331,20 @@ _TRAIN_OPTIONS = (
 )
 
 
-train_options = applied(_TRAIN_OPTIONS)  # every `qa train-reader` option, with `TrainConfig`'s defaults
+train_options = applied(_TRAIN_OPTIONS)
+
+
+def refuse_settings_beside_resume(opts: dict[str, Any]) -> None:
+    """A resumed run continues with its saved settings (its schedule and data order depend on them):
+    a setting given beside --resume would be ignored without a word, so it is refused."""
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in opts
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"--resume continues the run with its saved settings; drop {', '.join(given)} "
+            "(only --stop-after goes with --resume), or start a new run with --output-dir"
+        )  # every `qa train-reader` option, with `TrainConfig`'s defaults
