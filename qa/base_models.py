@@ -231,11 +231,6 @@ def _merge(folder: Path, base: str, out: Path) -> None:
             "pip install peft (or reinstall article-qa)"
         ) from None
 
-    from transformers.utils import logging as hf_logging
-
-    # The base has no QA head yet (the adapters bring it): transformers' load report would alarm.
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
         model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()

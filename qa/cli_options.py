@@ -331,7 +331,7 @@ _TRAIN_OPTIONS = (
 )
 
 
-train_options = applied(_TRAIN_OPTIONS)
+train_options = applied(_TRAIN_OPTIONS)  # every `qa train-reader` option, with `TrainConfig`'s defaults
 
 
 def refuse_settings_beside_resume(opts: dict[str, Any]) -> None:
@@ -347,4 +347,4 @@ def refuse_settings_beside_resume(opts: dict[str, Any]) -> None:
         raise click.UsageError(
             f"--resume continues the run with its saved settings; drop {', '.join(given)} "
             "(only --stop-after goes with --resume), or start a new run with --output-dir"
-        )  # every `qa train-reader` option, with `TrainConfig`'s defaults
+        )

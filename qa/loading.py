@@ -24,7 +24,6 @@ SHIPPED_READERS = {"v2": MODELS_DIR / "reader", "v3": MODELS_DIR / "reader-v3"}
 # v3 beats v2 in both modes (single paragraph and the whole assistant), calibrated the same way
 # (qa/models/reader-v3/README.md); v2 stays the smaller, faster choice.
 SHIPPED_DEFAULT = "v3"
-SHIPPED_READER_DIR = SHIPPED_READERS[SHIPPED_DEFAULT]
 
 EMBED_MODEL_ENV = ENV["embed_model"]
 READER_MODEL_ENV = ENV["reader_model"]
@@ -97,7 +96,10 @@ def resolve_reader_model(
         path = str(Path(name).expanduser())
     else:
         return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
-    return merged_reader(path, cache, log) if is_adapter_reader(path) else path
+    if not is_adapter_reader(path):
+        return path
+    quiet_hf()  # the base loads without a QA head (the adapters bring it): transformers' report would alarm
+    return merged_reader(path, cache, log)
 
 
 def _check_local(name: str, *, what: str, flag: str, env: str) -> str:
