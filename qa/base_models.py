@@ -223,6 +223,13 @@ def _merge(folder: Path, base: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+    from qa.loading import quiet_hf
+
+    # Quieted here, not by the caller: a cached merge must not import transformers (the ONNX
+    # path never does). The base loads without a QA head (the adapters bring it), and
+    # transformers' report of that would alarm.
+    quiet_hf()
+
     try:
         from peft import PeftModel
     except ImportError:

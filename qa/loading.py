@@ -98,7 +98,6 @@ def resolve_reader_model(
         return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
     if not is_adapter_reader(path):
         return path
-    quiet_hf()  # the base loads without a QA head (the adapters bring it): transformers' report would alarm
     return merged_reader(path, cache, log)
 
 

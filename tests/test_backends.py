@@ -197,13 +197,17 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 def test_a_question_on_onnx_runtime_never_imports_torch(assistant_on, tmp_path: Path) -> None:
-    """The cold start: torch and transformers are most of it, and ONNX Runtime needs neither."""
+    """The cold start: torch and transformers are most of it, and ONNX Runtime needs neither.
+
+    The reader is named: `Settings(...)` reads no environment, and the default, v3, is LoRA adapters
+    whose first use merges them with torch (once, cached), which is not this test's question."""
     onnx = assistant_on("onnx", "float32")  # exports both models into this session's cache, as a first run would
     script = (
         "import sys\n"
         "from qa.assistant import Assistant\n"
         "from qa.settings import Settings\n"
-        f"s = Settings(seeds={str(onnx.seeds)!r}, index_dir={str(onnx.index_dir)!r}, backend='onnx')\n"
+        f"s = Settings(seeds={str(onnx.seeds)!r}, index_dir={str(onnx.index_dir)!r}, backend='onnx', "
+        f"reader_model={onnx.settings.reader_model!r})\n"
         "r = Assistant(settings=s, log=lambda m: None).ask('Who devised the process?')\n"
         "print(r.answers[0].text if r.answers else '', [m for m in ('torch', 'transformers') if m in sys.modules])\n"
     )

@@ -88,3 +88,20 @@ def test_reader_v3_answers_the_bundled_article_with_an_exact_citation() -> None:
     text = (ROOT / "seeds" / best["doc_id"]).read_text(encoding="utf-8")
     assert text[best["start"] : best["end"]] == best["text"] and "Colby" in best["text"]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_merged_reader_once_cached_is_found_without_torch_or_transformers() -> None:
+    """ONNX Runtime's cold start imports neither; finding v3's merge in the cache must not either."""
+    from qa.loading import resolve_reader_model
+    from qa.onnx_models import cache_root
+
+    merged = resolve_reader_model("v3", cache_root())  # merges once, or finds the merge the test above made
+    script = (
+        "import sys\n"
+        "from qa.loading import resolve_reader_model\n"
+        "print(resolve_reader_model('v3'), [m for m in ('torch', 'transformers') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{merged} []"
