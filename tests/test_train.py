@@ -366,3 +366,16 @@ def test_resume_with_other_settings_is_one_clear_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["train-reader", "--resume", str(tmp_path), "--lr", "5e-4", "--epochs", "3"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "drop --epochs, --learning-rate" in result.output or "drop --learning-rate, --epochs" in result.output
+
+
+def test_the_progress_bar_ends_at_the_plan_s_last_step(
+    tmp_path: Path, tiny_reader: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that ends mid-epoch shows the steps it will take, not the epoch's (a resumed run's last
+    stage showed hours to go for its last minutes)."""
+    cfg = tiny_config(tmp_path, tiny_reader, epochs=1.5, calibrate=False)  # 3 steps an epoch: 5 in all
+    train_reader(cfg, progress=True)
+    state = json.loads((Path(cfg.output_dir) / "checkpoint" / "state.json").read_text())
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("epoch 2/")]
+    assert state["step"] == state["plan"]["total"] == 5
+    assert bars and all("/2 [" in line for line in bars), bars[-1:]

@@ -327,7 +327,13 @@ class Trainer:
 
         s = self.state
         batches = epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, s.epoch)
-        bar = tqdm(total=len(batches), initial=s.position, desc=f"epoch {s.epoch}/{self.n_epochs}", unit="batch")
+
+        def end() -> int:
+            # The bar ends where this epoch's training does: at the plan's last step when that comes
+            # first (a run's last stage stops mid-epoch; a bar to the epoch's end showed hours to go).
+            return min(len(batches), s.position + s.plan.total - s.step)
+
+        bar = tqdm(total=end(), initial=s.position, desc=f"epoch {s.epoch}/{self.n_epochs}", unit="batch")
         bar.disable = not self.progress
         done = False
         while s.position < len(batches):
@@ -336,6 +342,7 @@ class Trainer:
             s.step += 1
             s.position += 1
             self._after_step(len(idx), loss, bar)
+            bar.total = end()  # the plan is refitted as the run measures its speed
             if s.step >= s.plan.total:
                 done = True
                 break
