@@ -40,7 +40,10 @@ def write_checkpoint(out_dir: Path, model: Any, tokenizer: Any, optimizer: Any, 
     ckpt_dir = out_dir / CHECKPOINT_DIR
     tmp = out_dir / (CHECKPOINT_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    # A LoRA model's embeddings are frozen base weights; peft's "auto" would ask the hub, at every
+    # checkpoint, whether the vocabulary changed (a warning offline, a wait where no hub answers).
+    extra = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+    model.save_pretrained(tmp, safe_serialization=True, **extra)
     tokenizer.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
