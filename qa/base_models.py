@@ -222,13 +222,14 @@ def _sync_side_files(folder: Path, target: Path) -> None:
 def _merge(folder: Path, base: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-    from qa.loading import quiet_hf
+    from transformers.utils import logging as hf_logging
 
     # Quieted here, not by the caller: a cached merge must not import transformers (the ONNX
     # path never does). The base loads without a QA head (the adapters bring it), and
-    # transformers' report of that would alarm.
-    quiet_hf()
+    # transformers' report of that would alarm. (qa.loading.quiet_hf does the same; importing it
+    # would make an import cycle, loading -> base_models -> loading.)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     try:
         from peft import PeftModel
