@@ -96,9 +96,7 @@ def resolve_reader_model(
         path = str(Path(name).expanduser())
     else:
         return _check_local(name, what="reader model", flag="--reader-model", env=READER_MODEL_ENV)
-    if not is_adapter_reader(path):
-        return path
-    return merged_reader(path, cache, log)
+    return merged_reader(path, cache, log) if is_adapter_reader(path) else path
 
 
 def _check_local(name: str, *, what: str, flag: str, env: str) -> str:
